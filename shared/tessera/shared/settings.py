@@ -1,0 +1,106 @@
+"""Typed settings, read once from the environment at process start and passed in.
+
+Handlers never read the environment: a service's ``__main__`` calls
+:func:`Settings.from_env` and hands the frozen object to its app factory.
+
+Every variable is ``TESSERA_*``; the defaults are the single-machine ones that
+``make run`` uses, so a bare ``python -m tessera.<service>`` finds its neighbours.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+KIB = 1024
+MIB = 1024 * KIB
+GIB = 1024 * MIB
+
+
+@dataclass(frozen=True)
+class Settings:
+    # identity of this shard (queue and key names are scoped by it)
+    shard: str = "shard-0"
+    # PostgreSQL of this shard (index, precomputed metadata, change feed)
+    database_url: str = "postgresql://tessera@127.0.0.1:55432/tessera"
+    # Redis: index job queue, replies, Celery broker/backend for transcode
+    redis_url: str = "redis://127.0.0.1:56379/0"
+    # object storage: ``file:///abs/folder`` or ``s3://bucket[/prefix]``
+    storage_url: str = "file:///var/lib/tessera/objects"
+    # S3 endpoint for s3:// storage (MinIO, moto, Ceph...); empty = AWS default
+    s3_endpoint_url: str = ""
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str = ""
+    s3_secret_access_key: str = ""
+    # STOW-RS limits (PS3.18 10.5): parts above spool_threshold go to a temp file
+    spool_threshold: int = 4 * MIB
+    max_part_size: int = 4 * GIB
+    max_request_size: int = 16 * GIB
+    spool_dir: str = ""
+    # seconds ingest waits for the index to commit before reporting a failure
+    index_timeout: float = 30.0
+    # index worker batching
+    index_batch_size: int = 64
+    # a job held by a dead consumer for this long is claimed by another (seconds)
+    index_claim_idle: float = 15.0
+    # consumer name of an index worker in the consumer group; stable across restarts
+    index_consumer: str = "index-1"
+    # what a STOW of a different object under an existing SOPInstanceUID does:
+    # "reject" (failure 0x0111, the stored one is kept) or "replace"
+    duplicate_policy: str = "reject"
+    # ports and hosts of the services (single machine)
+    host: str = "127.0.0.1"
+    router_port: int = 8042
+    ingest_port: int = 8101
+    index_port: int = 8102
+    retrieve_port: int = 8103
+    # where the router finds a shard's services (single-shard mode)
+    ingest_url: str = "http://127.0.0.1:8101"
+    index_url: str = "http://127.0.0.1:8102"
+    retrieve_url: str = "http://127.0.0.1:8103"
+    # path prefix of the DICOMweb API on the router
+    dicomweb_prefix: str = "/dicom-web"
+    # CORS: comma-separated allowed origins ("*" for any)
+    cors_origins: tuple[str, ...] = field(default_factory=lambda: ("*",))
+    # QIDO-RS: largest page the server returns (PS3.18 8.3.4.4 / 10.6.3.2 Warning)
+    qido_max_limit: int = 1000
+    # transcode: seconds retrieve waits for a Celery task
+    transcode_timeout: float = 60.0
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get("TESSERA_" + f.name.upper())
+            if raw is None:
+                continue
+            default = getattr(cls(), f.name)
+            values[f.name] = _coerce(raw, default)
+        values.update(overrides)
+        return cls(**values)
+
+    def env(self) -> dict[str, str]:
+        """The settings as ``TESSERA_*`` variables, to start a child process with."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, tuple):
+                value = ",".join(value)
+            out["TESSERA_" + f.name.upper()] = str(value)
+        return out
+
+
+def _coerce(raw: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    if isinstance(default, tuple):
+        return tuple(p.strip() for p in raw.split(",") if p.strip())
+    return raw
