@@ -1,0 +1,17 @@
+"""asyncpg connection pool for a shard's PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+
+import asyncpg
+
+
+async def _init(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init)
+    assert pool is not None
+    return pool

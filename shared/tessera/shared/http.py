@@ -1,0 +1,113 @@
+"""What every service's HTTP app shares: the error → HTTP mapping (one place),
+health and readiness probes, DICOM JSON responses, and the public base URL.
+
+A service builds its app with :func:`make_app`, giving its routes and a readiness
+check; :class:`TesseraError` subclasses raised anywhere in a handler become a status
+with a plain-text reason (PS3.18 8.5: an error response carries a reason phrase and
+may carry a payload describing it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from tessera.shared.errors import ServiceUnavailable, TesseraError
+
+log = logging.getLogger(__name__)
+
+DICOM_JSON = "application/dicom+json"
+
+
+class DicomJSONResponse(Response):
+    """A body that is already serialized DICOM JSON (bytes), or a list/dict to encode."""
+
+    media_type = DICOM_JSON
+
+    def render(self, content: Any) -> bytes:
+        if isinstance(content, bytes | bytearray):
+            return bytes(content)
+        import json
+
+        return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+async def _tessera_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, TesseraError)
+    headers = {}
+    if isinstance(exc, ServiceUnavailable) and exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
+    if exc.status_code >= 500:
+        log.error("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc.reason)
+    return PlainTextResponse(exc.reason + "\n", status_code=exc.status_code, headers=headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return PlainTextResponse("internal error\n", status_code=500)
+
+
+ReadyCheck = Callable[[], Awaitable[dict[str, str]]]
+
+
+def health_routes(ready: ReadyCheck | None) -> list[BaseRoute]:
+    """``/healthz``: the process answers. ``/readyz``: its dependencies answer too."""
+
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok\n")
+
+    async def readyz(request: Request) -> Response:
+        if ready is None:
+            return JSONResponse({"status": "ready"})
+        try:
+            checks = await ready()
+        except Exception as e:
+            return JSONResponse({"status": "not ready", "error": str(e)}, status_code=503)
+        return JSONResponse({"status": "ready", **checks})
+
+    return [Route("/healthz", healthz), Route("/readyz", readyz)]
+
+
+def make_app(
+    routes: Sequence[BaseRoute],
+    *,
+    lifespan: Callable[[Starlette], AbstractAsyncContextManager[Any]] | None = None,
+    ready: ReadyCheck | None = None,
+) -> Starlette:
+    return Starlette(
+        routes=[*health_routes(ready), *routes],
+        lifespan=lifespan,
+        exception_handlers={TesseraError: _tessera_error, Exception: _unexpected},
+    )
+
+
+def public_base_url(request: Request, prefix_default: str = "") -> str:
+    """The DICOMweb base URL as the client sees it, for RetrieveURL and BulkDataURI.
+
+    Honours ``Forwarded`` (RFC 7239) and ``X-Forwarded-Proto/-Host/-Prefix``, which the
+    router sets when it proxies to a shard; falls back to the request's own URL.
+    """
+    proto = host = None
+    forwarded = request.headers.get("forwarded")
+    if forwarded:
+        first = forwarded.split(",")[0]
+        for pair in first.split(";"):
+            name, _, value = pair.strip().partition("=")
+            value = value.strip().strip('"')
+            if name.lower() == "proto":
+                proto = value
+            elif name.lower() == "host":
+                host = value
+    proto = proto or request.headers.get("x-forwarded-proto", "").split(",")[0].strip() or None
+    host = host or request.headers.get("x-forwarded-host", "").split(",")[0].strip() or None
+    prefix = request.headers.get("x-forwarded-prefix", prefix_default).rstrip("/")
+    proto = proto or request.url.scheme
+    host = host or request.headers.get("host") or request.url.netloc
+    return f"{proto}://{host}{prefix}"

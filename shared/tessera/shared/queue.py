@@ -1,0 +1,143 @@
+"""The index job queue: a durable, acknowledged queue on a Redis Stream.
+
+Ingest ``send``s an :class:`~tessera.shared.messages.IndexJob` and waits for the
+reply on a per-job list (``wait_reply``). Index workers read jobs through a consumer
+group; a job stays pending until the worker ``ack``s it, which it does only after the
+job's transaction has committed. A worker that restarts first takes back its own
+pending jobs; jobs pending on a consumer that is gone are claimed by any worker once
+they have been idle for ``claim_idle`` seconds (XAUTOCLAIM). Redelivery is safe
+because indexing an instance twice leaves one row.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from tessera.shared.messages import IndexJob, IndexReply
+
+log = logging.getLogger(__name__)
+
+GROUP = "index"
+REPLY_TTL = 600  # seconds a reply waits for an ingest that may have given up
+
+
+def jobs_stream(shard: str) -> str:
+    return f"tessera:{shard}:index:jobs"
+
+
+def reply_key(shard: str, job_id: str) -> str:
+    return f"tessera:{shard}:index:reply:{job_id}"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A job as delivered: its stream entry id, and the job (None if unreadable)."""
+
+    entry_id: str
+    job: IndexJob | None
+    error: str = ""
+
+
+class IndexQueue:
+    def __init__(self, redis: aioredis.Redis, shard: str) -> None:
+        self.redis = redis
+        self.shard = shard
+        self.stream = jobs_stream(shard)
+
+    async def send(self, job: IndexJob) -> str:
+        entry_id = await self.redis.xadd(self.stream, {"job": job.dumps()})
+        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+    async def wait_reply(self, job_id: str, wait_seconds: float) -> IndexReply | None:
+        """The index's reply, or None if it did not come within ``wait_seconds``."""
+        got = await self.redis.blpop([reply_key(self.shard, job_id)], timeout=wait_seconds)
+        if got is None:
+            return None
+        return IndexReply.loads(got[1])
+
+    async def depth(self) -> int:
+        """Jobs not yet acknowledged (waiting or in progress)."""
+        return int(await self.redis.xlen(self.stream))
+
+
+class IndexConsumer:
+    """One index worker's view of the queue."""
+
+    def __init__(
+        self, redis: aioredis.Redis, shard: str, consumer: str, claim_idle: float = 15.0
+    ) -> None:
+        self.redis = redis
+        self.shard = shard
+        self.stream = jobs_stream(shard)
+        self.consumer = consumer
+        self.claim_idle_ms = int(claim_idle * 1000)
+        self._own_pending_done = False
+
+    async def ensure_group(self) -> None:
+        try:
+            await self.redis.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+        except ResponseError as e:
+            if "BUSYGROUP" not in str(e):
+                raise
+
+    async def read(self, count: int, block: float) -> list[Delivery]:
+        """Up to ``count`` jobs: first our own unacknowledged ones (after a restart),
+        then jobs abandoned by dead consumers, then new ones (blocking ``block`` s)."""
+        if not self._own_pending_done:
+            entries = await self._readgroup("0", count, None)
+            if entries:
+                return entries
+            self._own_pending_done = True
+        claimed = await self._autoclaim(count)
+        if claimed:
+            return claimed
+        return await self._readgroup(">", count, int(block * 1000))
+
+    async def _readgroup(self, start: str, count: int, block_ms: int | None) -> list[Delivery]:
+        resp = await self.redis.xreadgroup(
+            GROUP, self.consumer, {self.stream: start}, count=count, block=block_ms
+        )
+        out: list[Delivery] = []
+        for _stream, entries in resp or []:
+            out.extend(_delivery(eid, fields) for eid, fields in entries)
+        return out
+
+    async def _autoclaim(self, count: int) -> list[Delivery]:
+        resp = await self.redis.xautoclaim(
+            self.stream, GROUP, self.consumer, self.claim_idle_ms, start_id="0-0", count=count
+        )
+        entries = resp[1] if resp else []
+        if entries:
+            log.warning("claimed %d index job(s) abandoned by another worker", len(entries))
+        return [_delivery(eid, fields) for eid, fields in entries if fields]
+
+    async def ack(self, entry_ids: list[str]) -> None:
+        """Acknowledge and drop processed jobs (call only after their commit)."""
+        if not entry_ids:
+            return
+        async with self.redis.pipeline(transaction=True) as p:
+            p.xack(self.stream, GROUP, *entry_ids)
+            p.xdel(self.stream, *entry_ids)
+            await p.execute()
+
+    async def reply(self, reply: IndexReply) -> None:
+        key = reply_key(self.shard, reply.job_id)
+        async with self.redis.pipeline(transaction=True) as p:
+            p.rpush(key, reply.dumps())
+            p.expire(key, REPLY_TTL)
+            await p.execute()
+
+
+def _delivery(entry_id: bytes | str, fields: dict[bytes, bytes] | None) -> Delivery:
+    eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    raw = (fields or {}).get(b"job")
+    if raw is None:
+        return Delivery(eid, None, "entry has no job field")
+    try:
+        return Delivery(eid, IndexJob.loads(raw))
+    except Exception as e:  # a poison message must not wedge the worker
+        return Delivery(eid, None, f"unreadable job: {e}")

@@ -1,0 +1,43 @@
+"""The object store interface."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import BinaryIO, Protocol
+
+CHUNK = 1024 * 1024
+
+
+def instance_key(sha256_hex: str) -> str:
+    """Hash-prefixed, content-addressed key of a stored DICOM instance."""
+    return f"instances/{sha256_hex[:2]}/{sha256_hex[2:4]}/{sha256_hex}.dcm"
+
+
+class ObjectStore(Protocol):
+    async def put_file(self, key: str, fp: BinaryIO, size: int) -> None:
+        """Store ``size`` bytes read from ``fp`` (at its current position) under ``key``.
+
+        Atomic: a reader sees the whole object or nothing.
+        """
+
+    async def put_bytes(self, key: str, data: bytes) -> None: ...
+
+    async def get_bytes(self, key: str, start: int = 0, length: int | None = None) -> bytes:
+        """The object's bytes, or the range [start, start+length)."""
+
+    def stream(
+        self, key: str, start: int = 0, length: int | None = None, chunk_size: int = CHUNK
+    ) -> AsyncIterator[bytes]:
+        """Stream the object (or a range) in chunks; ObjectNotFound before the first chunk."""
+
+    async def size(self, key: str) -> int: ...
+
+    async def exists(self, key: str) -> bool: ...
+
+    async def delete(self, key: str) -> None:
+        """Remove the object; no error if it is already gone."""
+
+    async def check(self) -> None:
+        """Raise if the store cannot be reached (readiness probe)."""
+
+    async def close(self) -> None: ...

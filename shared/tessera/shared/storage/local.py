@@ -1,0 +1,110 @@
+"""Objects as files in a local folder (single-machine mode)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import BinaryIO
+
+from tessera.shared.errors import ObjectNotFound
+from tessera.shared.storage.base import CHUNK
+
+
+class LocalStore:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        if key.startswith("/") or ".." in key.split("/"):
+            raise ValueError(f"bad object key {key!r}")
+        return self.root / key
+
+    def _write(self, key: str, fp: BinaryIO, size: int) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".put-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                remaining = size
+                while remaining > 0:
+                    block = fp.read(min(CHUNK, remaining))
+                    if not block:
+                        raise ValueError(f"short read storing {key}: {remaining} bytes missing")
+                    out.write(block)
+                    remaining -= len(block)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    async def put_file(self, key: str, fp: BinaryIO, size: int) -> None:
+        await asyncio.to_thread(self._write, key, fp, size)
+
+    async def put_bytes(self, key: str, data: bytes) -> None:
+        await self.put_file(key, io.BytesIO(data), len(data))
+
+    def _read(self, key: str, start: int, length: int | None) -> bytes:
+        try:
+            with open(self._path(key), "rb") as f:
+                f.seek(start)
+                return f.read() if length is None else f.read(length)
+        except FileNotFoundError:
+            raise ObjectNotFound(f"no object {key}") from None
+
+    async def get_bytes(self, key: str, start: int = 0, length: int | None = None) -> bytes:
+        return await asyncio.to_thread(self._read, key, start, length)
+
+    async def stream(
+        self, key: str, start: int = 0, length: int | None = None, chunk_size: int = CHUNK
+    ) -> AsyncIterator[bytes]:
+        try:
+            f = await asyncio.to_thread(open, self._path(key), "rb")
+        except FileNotFoundError:
+            raise ObjectNotFound(f"no object {key}") from None
+        try:
+            if start:
+                f.seek(start)
+            remaining = length
+            while remaining is None or remaining > 0:
+                n = chunk_size if remaining is None else min(chunk_size, remaining)
+                block = await asyncio.to_thread(f.read, n)
+                if not block:
+                    break
+                if remaining is not None:
+                    remaining -= len(block)
+                yield block
+        finally:
+            f.close()
+
+    async def size(self, key: str) -> int:
+        try:
+            return (await asyncio.to_thread(os.stat, self._path(key))).st_size
+        except FileNotFoundError:
+            raise ObjectNotFound(f"no object {key}") from None
+
+    async def exists(self, key: str) -> bool:
+        return await asyncio.to_thread(self._path(key).exists)
+
+    async def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            await asyncio.to_thread(os.unlink, self._path(key))
+
+    async def check(self) -> None:
+        if not os.access(self.root, os.W_OK):
+            raise OSError(f"storage folder {self.root} is not writable")
+
+    async def close(self) -> None:
+        return None
+
+    def disk_usage(self) -> shutil._ntuple_diskusage:
+        return shutil.disk_usage(self.root)

@@ -1,0 +1,152 @@
+"""Objects in an S3-API bucket (AWS S3, MinIO, Ceph RGW, ...) through aiobotocore."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from typing import Any, BinaryIO
+
+from aiobotocore.session import get_session
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from tessera.shared.errors import ObjectNotFound
+from tessera.shared.storage.base import CHUNK
+
+# Objects above this go up as a multipart upload, in parts of this size (S3 minimum 5 MiB)
+_PART = 16 * 1024 * 1024
+_NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
+
+
+class S3Store:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        endpoint_url: str | None = None,
+        region: str = "us-east-1",
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+    ) -> None:
+        self.bucket = bucket
+        self.prefix = prefix + "/" if prefix else ""
+        self._client_args: dict[str, Any] = {
+            "endpoint_url": endpoint_url,
+            "region_name": region,
+            "aws_access_key_id": access_key_id,
+            "aws_secret_access_key": secret_access_key,
+            "config": Config(max_pool_connections=64, retries={"max_attempts": 3}),
+        }
+        self._stack: AsyncExitStack | None = None
+        self._client: Any = None
+
+    async def _s3(self) -> Any:
+        if self._client is None:
+            self._stack = AsyncExitStack()
+            session = get_session()
+            self._client = await self._stack.enter_async_context(
+                session.create_client("s3", **self._client_args)
+            )
+        return self._client
+
+    def _k(self, key: str) -> str:
+        return self.prefix + key
+
+    async def put_file(self, key: str, fp: BinaryIO, size: int) -> None:
+        s3 = await self._s3()
+        if size <= _PART:
+            await s3.put_object(Bucket=self.bucket, Key=self._k(key), Body=fp.read(size))
+            return
+        upload = await s3.create_multipart_upload(Bucket=self.bucket, Key=self._k(key))
+        upload_id = upload["UploadId"]
+        try:
+            parts = []
+            number, remaining = 1, size
+            while remaining > 0:
+                body = fp.read(min(_PART, remaining))
+                if not body:
+                    raise ValueError(f"short read storing {key}: {remaining} bytes missing")
+                r = await s3.upload_part(
+                    Bucket=self.bucket,
+                    Key=self._k(key),
+                    PartNumber=number,
+                    UploadId=upload_id,
+                    Body=body,
+                )
+                parts.append({"PartNumber": number, "ETag": r["ETag"]})
+                number, remaining = number + 1, remaining - len(body)
+            await s3.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=self._k(key),
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+            )
+        except BaseException:
+            await s3.abort_multipart_upload(
+                Bucket=self.bucket, Key=self._k(key), UploadId=upload_id
+            )
+            raise
+
+    async def put_bytes(self, key: str, data: bytes) -> None:
+        s3 = await self._s3()
+        await s3.put_object(Bucket=self.bucket, Key=self._k(key), Body=data)
+
+    async def _get(self, key: str, start: int, length: int | None) -> Any:
+        s3 = await self._s3()
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": self._k(key)}
+        if start or length is not None:
+            end = "" if length is None else str(start + length - 1)
+            args["Range"] = f"bytes={start}-{end}"
+        try:
+            return await s3.get_object(**args)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in _NOT_FOUND:
+                raise ObjectNotFound(f"no object {key}") from None
+            raise
+
+    async def get_bytes(self, key: str, start: int = 0, length: int | None = None) -> bytes:
+        if length == 0:
+            return b""
+        r = await self._get(key, start, length)
+        async with r["Body"] as body:
+            return bytes(await body.read())
+
+    async def stream(
+        self, key: str, start: int = 0, length: int | None = None, chunk_size: int = CHUNK
+    ) -> AsyncIterator[bytes]:
+        if length == 0:
+            return
+        r = await self._get(key, start, length)
+        async with r["Body"] as body:
+            async for block in body.iter_chunks(chunk_size):
+                yield block
+
+    async def size(self, key: str) -> int:
+        s3 = await self._s3()
+        try:
+            r = await s3.head_object(Bucket=self.bucket, Key=self._k(key))
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in _NOT_FOUND:
+                raise ObjectNotFound(f"no object {key}") from None
+            raise
+        return int(r["ContentLength"])
+
+    async def exists(self, key: str) -> bool:
+        try:
+            await self.size(key)
+        except ObjectNotFound:
+            return False
+        return True
+
+    async def delete(self, key: str) -> None:
+        s3 = await self._s3()
+        await s3.delete_object(Bucket=self.bucket, Key=self._k(key))
+
+    async def check(self) -> None:
+        s3 = await self._s3()
+        await s3.head_bucket(Bucket=self.bucket)
+
+    async def close(self) -> None:
+        if self._stack is not None:
+            await self._stack.aclose()
+        self._stack, self._client = None, None
