@@ -1,7 +1,7 @@
-"""The index job queue: a durable, acknowledged queue on a Redis Stream.
+r"""The index job queue: a durable, acknowledged queue on a Redis Stream.
 
-Ingest ``send``s an :class:`~tessera.shared.messages.IndexJob` and waits for the
-reply on a per-job list (``wait_reply``). Index workers read jobs through a consumer
+Ingest ``send``s :class:`~tessera.shared.messages.IndexJob`\ s and collects the
+replies on one list per STOW request (``wait_replies``). Index workers read jobs through a consumer
 group; a job stays pending until the worker ``ack``s it, which it does only after the
 job's transaction has committed. A worker that restarts first takes back its own
 pending jobs; jobs pending on a consumer that is gone are claimed by any worker once
@@ -11,6 +11,7 @@ because indexing an instance twice leaves one row.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -29,8 +30,9 @@ def jobs_stream(shard: str) -> str:
     return f"tessera:{shard}:index:jobs"
 
 
-def reply_key(shard: str, job_id: str) -> str:
-    return f"tessera:{shard}:index:reply:{job_id}"
+def reply_key(shard: str, request_id: str) -> str:
+    """The list on which one STOW request collects the replies to its jobs."""
+    return f"tessera:{shard}:index:reply:{request_id}"
 
 
 @dataclass(frozen=True)
@@ -52,12 +54,24 @@ class IndexQueue:
         entry_id = await self.redis.xadd(self.stream, {"job": job.dumps()})
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
-    async def wait_reply(self, job_id: str, wait_seconds: float) -> IndexReply | None:
-        """The index's reply, or None if it did not come within ``wait_seconds``."""
-        got = await self.redis.blpop([reply_key(self.shard, job_id)], timeout=wait_seconds)
-        if got is None:
-            return None
-        return IndexReply.loads(got[1])
+    async def wait_replies(
+        self, reply_to: str, count: int, wait_seconds: float
+    ) -> list[IndexReply]:
+        """Collect up to ``count`` replies from the list ``reply_to``; what arrived when
+        ``wait_seconds`` ran out (fewer than ``count`` means the index did not commit in time).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_seconds
+        replies: list[IndexReply] = []
+        while len(replies) < count:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            got = await self.redis.blpop([reply_to], timeout=max(left, 0.01))
+            if got is None:
+                break
+            replies.append(IndexReply.loads(got[1]))
+        return replies
 
     async def depth(self) -> int:
         """Jobs not yet acknowledged (waiting or in progress)."""
@@ -75,6 +89,10 @@ class IndexConsumer:
         self.stream = jobs_stream(shard)
         self.consumer = consumer
         self.claim_idle_ms = int(claim_idle * 1000)
+        self._own_pending_done = False
+
+    def reset(self) -> None:
+        """Read our own unacknowledged jobs again first (after a failed batch)."""
         self._own_pending_done = False
 
     async def ensure_group(self) -> None:
@@ -124,8 +142,8 @@ class IndexConsumer:
             p.xdel(self.stream, *entry_ids)
             await p.execute()
 
-    async def reply(self, reply: IndexReply) -> None:
-        key = reply_key(self.shard, reply.job_id)
+    async def reply(self, reply_to: str, reply: IndexReply) -> None:
+        key = reply_to
         async with self.redis.pipeline(transaction=True) as p:
             p.rpush(key, reply.dumps())
             p.expire(key, REPLY_TTL)

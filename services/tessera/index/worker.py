@@ -1,0 +1,140 @@
+"""The index worker: consumes index jobs from the shard's queue and commits them.
+
+Run as ``python -m tessera.index.worker``. Each loop reads a batch of jobs, writes all
+their instances in one transaction (:func:`~tessera.index.writer.index_instances`),
+replies to each job's STOW request, and only then acknowledges the jobs. If the worker
+dies anywhere before the acknowledgement, the jobs are delivered again (to the restarted
+worker, or to another one after ``index_claim_idle`` seconds); indexing is idempotent,
+so a redelivered job changes nothing and answers the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from tessera.index.writer import index_instances
+from tessera.shared.db.pool import create_pool
+from tessera.shared.messages import IndexJob, IndexReply, InstanceOutcome
+from tessera.shared.queue import Delivery, IndexConsumer
+from tessera.shared.settings import Settings
+
+log = logging.getLogger("tessera.index.worker")
+
+# Errors that mean "the database is not there right now": keep the jobs, retry later.
+_TRANSIENT = (
+    OSError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.InterfaceError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
+class IndexWorker:
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.consumer = IndexConsumer(
+            redis, settings.shard, settings.index_consumer, settings.index_claim_idle
+        )
+        self.stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        await self.consumer.ensure_group()
+        log.info("index worker %s consuming shard %s", self.consumer.consumer, self.settings.shard)
+        backoff = 0.5
+        while not self.stopping.is_set():
+            try:
+                deliveries = await self.consumer.read(self.settings.index_batch_size, block=1.0)
+                if deliveries:
+                    await self.process(deliveries)
+                backoff = 0.5
+            except _TRANSIENT as e:
+                log.warning("index batch not committed (%s); retrying in %.1fs", e, backoff)
+                self.consumer.reset()  # take our unacknowledged jobs again
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    async def process(self, deliveries: list[Delivery]) -> None:
+        unreadable = [d for d in deliveries if d.job is None]
+        for d in unreadable:
+            log.error("dropping index job %s: %s", d.entry_id, d.error)
+        jobs = [d for d in deliveries if d.job is not None]
+        try:
+            outcomes = await self._commit([d.job for d in jobs if d.job is not None])
+        except _TRANSIENT:
+            raise
+        except Exception:
+            # Not the database being away: something in one of the jobs. Commit them one
+            # by one so the bad one fails alone instead of wedging the queue.
+            log.exception("index batch failed; committing its %d job(s) one by one", len(jobs))
+            outcomes = [await self._commit_alone(d.job) for d in jobs if d.job is not None]
+        for d, job_outcomes in zip(jobs, outcomes, strict=True):
+            assert d.job is not None
+            await self.consumer.reply(d.job.reply_to, IndexReply(d.job.job_id, job_outcomes))
+        await self.consumer.ack([d.entry_id for d in deliveries])
+
+    async def _commit_alone(self, job: IndexJob) -> tuple[InstanceOutcome, ...]:
+        try:
+            return (await self._commit([job]))[0]
+        except _TRANSIENT:
+            raise
+        except Exception as e:
+            log.exception("index job %s failed", job.job_id)
+            reason = f"index failed: {type(e).__name__}: {e}"
+            return tuple(
+                InstanceOutcome(i.sop_instance_uid, "failed", reason) for i in job.instances
+            )
+
+    async def _commit(self, jobs: list[IndexJob]) -> list[tuple[InstanceOutcome, ...]]:
+        """One transaction for the batch; outcomes split back per job."""
+        if not jobs:
+            return []
+        policies = {job.duplicate_policy for job in jobs}
+        if len(policies) > 1:  # jobs asking for different policies commit separately
+            out: list[tuple[InstanceOutcome, ...]] = []
+            for job in jobs:
+                out.extend(await self._commit([job]))
+            return out
+        instances = [inst for job in jobs for inst in job.instances]
+        flat = await index_instances(self.pool, instances, policies.pop())
+        result, i = [], 0
+        for job in jobs:
+            result.append(tuple(flat[i : i + len(job.instances)]))
+            i += len(job.instances)
+        n = sum(1 for o in flat if o.outcome in ("stored", "replaced"))
+        log.info("committed %d job(s), %d instance(s), %d new", len(jobs), len(flat), n)
+        return result
+
+
+async def main_async(settings: Settings) -> None:
+    pool = await create_pool(settings.database_url, max_size=4)
+    redis = aioredis.from_url(settings.redis_url)
+    worker = IndexWorker(settings, pool, redis)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stopping.set)
+    try:
+        await worker.run()
+    finally:
+        await redis.aclose()
+        await pool.close()
+
+
+def main() -> None:
+    settings = Settings.from_env()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    asyncio.run(main_async(settings))
+
+
+if __name__ == "__main__":
+    main()

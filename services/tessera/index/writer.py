@@ -1,0 +1,275 @@
+"""Write instances into the shard index: patient, study, series and instance rows.
+
+One transaction per batch; each instance in its own savepoint, so an instance the
+database refuses is reported failed without failing its neighbours. Writing the same
+object twice leaves one row (outcome ``unchanged``); a different object under a
+SOPInstanceUID already stored is kept out (``conflict``) unless the duplicate policy is
+``replace``. Counts and ModalitiesInStudy of the touched studies and series are
+recomputed in the same transaction, so a QIDO after commit sees them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from tessera.shared.levels import SERIES_TAGS, STUDY_TAGS, pick, text
+from tessera.shared.messages import IndexInstance, InstanceOutcome
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Touched:
+    studies: set[int] = field(default_factory=set)
+    series: set[int] = field(default_factory=set)
+
+
+async def index_instances(
+    db: asyncpg.Pool | asyncpg.Connection,
+    instances: Sequence[IndexInstance],
+    duplicate_policy: str = "reject",
+) -> list[InstanceOutcome]:
+    """Index ``instances`` in one transaction; one outcome per instance, in order."""
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn:
+            return await index_instances(conn, instances, duplicate_policy)
+    conn = db
+    touched = _Touched()
+    outcomes: list[InstanceOutcome] = []
+    async with conn.transaction():
+        for inst in instances:
+            try:
+                async with conn.transaction():  # savepoint
+                    outcomes.append(await _index_one(conn, inst, duplicate_policy, touched))
+            except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as e:
+                log.warning("instance %s refused by the database: %s", inst.sop_instance_uid, e)
+                outcomes.append(InstanceOutcome(inst.sop_instance_uid, "failed", str(e)))
+        await _refresh_counts(conn, touched)
+    return outcomes
+
+
+async def _index_one(
+    conn: asyncpg.Connection, inst: IndexInstance, policy: str, touched: _Touched
+) -> InstanceOutcome:
+    existing = await conn.fetchrow(
+        """SELECT i.pk, i.sha256, i.storage_key, se.series_instance_uid, st.study_instance_uid
+             FROM instance i JOIN series se ON se.pk = i.series_pk
+             JOIN study st ON st.pk = se.study_pk
+            WHERE i.sop_instance_uid = $1 FOR UPDATE OF i""",
+        inst.sop_instance_uid,
+    )
+    if existing is not None:
+        return await _index_existing(conn, inst, existing, policy, touched)
+
+    owner = await conn.fetchval(
+        """SELECT st.study_instance_uid FROM series se JOIN study st ON st.pk = se.study_pk
+            WHERE se.series_instance_uid = $1""",
+        inst.series_instance_uid,
+    )
+    if owner is not None and owner != inst.study_instance_uid:
+        return InstanceOutcome(
+            inst.sop_instance_uid,
+            "conflict",
+            f"SeriesInstanceUID {inst.series_instance_uid} belongs to study {owner}",
+        )
+    md = _clean(inst.metadata)
+    study_pk = await _upsert_study(conn, inst, md)
+    series_pk = await _upsert_series(conn, inst, md, study_pk)
+    pk = await conn.fetchval(
+        """INSERT INTO instance (sop_instance_uid, series_pk, sop_class_uid, instance_number,
+               instance_number_int, transfer_syntax_uid, rows, columns, number_of_frames,
+               storage_key, size, sha256, pixel_data, metadata)
+           VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13::text::jsonb,$14)
+           ON CONFLICT (sop_instance_uid) DO NOTHING RETURNING pk""",
+        inst.sop_instance_uid,
+        series_pk,
+        inst.sop_class_uid,
+        text(md, "00200013"),
+        _int_or_none(text(md, "00200013")),
+        inst.transfer_syntax_uid,
+        inst.rows,
+        inst.columns,
+        inst.number_of_frames,
+        inst.storage_key,
+        inst.size,
+        inst.sha256,
+        _dumps_or_none(inst.pixel_data),
+        _dumps(md),
+    )
+    if pk is None:  # another worker inserted it after our SELECT: judge against theirs
+        return await _index_one(conn, inst, policy, touched)
+    await _feed(conn, "create", inst)
+    touched.studies.add(study_pk)
+    touched.series.add(series_pk)
+    return InstanceOutcome(inst.sop_instance_uid, "stored")
+
+
+async def _index_existing(
+    conn: asyncpg.Connection,
+    inst: IndexInstance,
+    row: asyncpg.Record,
+    policy: str,
+    touched: _Touched,
+) -> InstanceOutcome:
+    uid = inst.sop_instance_uid
+    if row["sha256"] == inst.sha256:
+        return InstanceOutcome(uid, "unchanged")
+    where = (row["study_instance_uid"], row["series_instance_uid"])
+    if where != (inst.study_instance_uid, inst.series_instance_uid):
+        return InstanceOutcome(
+            uid,
+            "conflict",
+            f"SOPInstanceUID is already stored in study {where[0]}, series {where[1]}",
+        )
+    if policy != "replace":
+        return InstanceOutcome(
+            uid, "conflict", "a different object with this SOPInstanceUID is already stored"
+        )
+    md = _clean(inst.metadata)
+    series_pk = await conn.fetchval(
+        """UPDATE instance SET sop_class_uid=$2, instance_number=$3, instance_number_int=$4,
+               transfer_syntax_uid=$5, rows=$6, columns=$7, number_of_frames=$8,
+               storage_key=$9, size=$10, sha256=$11, pixel_data=$12::text::jsonb, metadata=$13
+            WHERE pk=$1 RETURNING series_pk""",
+        row["pk"],
+        inst.sop_class_uid,
+        text(md, "00200013"),
+        _int_or_none(text(md, "00200013")),
+        inst.transfer_syntax_uid,
+        inst.rows,
+        inst.columns,
+        inst.number_of_frames,
+        inst.storage_key,
+        inst.size,
+        inst.sha256,
+        _dumps_or_none(inst.pixel_data),
+        _dumps(md),
+    )
+    touched.series.add(series_pk)
+    touched.studies.add(await conn.fetchval("SELECT study_pk FROM series WHERE pk=$1", series_pk))
+    await _feed(conn, "replace", inst)
+    return InstanceOutcome(uid, "replaced", previous_storage_key=row["storage_key"])
+
+
+async def _upsert_study(conn: asyncpg.Connection, inst: IndexInstance, md: dict) -> int:
+    pid, issuer = text(md, "00100020"), text(md, "00100021")
+    name, birth = text(md, "00100010"), text(md, "00100030")
+    key = hashlib.sha256("\x1f".join((pid, issuer, name, birth)).encode()).hexdigest()
+    patient_pk = await conn.fetchval(
+        """INSERT INTO patient (patient_key, patient_id, issuer_of_patient_id, patient_name,
+               patient_birth_date, patient_sex)
+           VALUES ($1,$2,$3,$4,$5,$6)
+           ON CONFLICT (patient_key) DO UPDATE SET patient_key = EXCLUDED.patient_key
+           RETURNING pk""",
+        key,
+        pid,
+        issuer,
+        name,
+        birth,
+        text(md, "00100040"),
+    )
+    return await conn.fetchval(  # type: ignore[no-any-return]
+        """INSERT INTO study (study_instance_uid, patient_pk, study_date, study_time,
+               accession_number, study_id, study_description, referring_physician_name, attrs)
+           VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9::text::jsonb)
+           ON CONFLICT (study_instance_uid) DO UPDATE SET updated_at = now()
+           RETURNING pk""",
+        inst.study_instance_uid,
+        patient_pk,
+        text(md, "00080020"),
+        text(md, "00080030"),
+        text(md, "00080050"),
+        text(md, "00200010"),
+        text(md, "00081030"),
+        text(md, "00080090"),
+        _dumps(pick(md, STUDY_TAGS)),
+    )
+
+
+async def _upsert_series(
+    conn: asyncpg.Connection, inst: IndexInstance, md: dict, study_pk: int
+) -> int:
+    return await conn.fetchval(  # type: ignore[no-any-return]
+        """INSERT INTO series (series_instance_uid, study_pk, modality, series_number,
+               series_description, performed_procedure_step_start_date,
+               performed_procedure_step_start_time, attrs)
+           VALUES ($1,$2,$3,$4,$5,$6,$7,$8::text::jsonb)
+           ON CONFLICT (series_instance_uid) DO UPDATE SET updated_at = now()
+           RETURNING pk""",
+        inst.series_instance_uid,
+        study_pk,
+        text(md, "00080060"),
+        text(md, "00200011"),
+        text(md, "0008103E"),
+        text(md, "00400244"),
+        text(md, "00400245"),
+        _dumps(pick(md, SERIES_TAGS)),
+    )
+
+
+async def _refresh_counts(conn: asyncpg.Connection, touched: _Touched) -> None:
+    if touched.series:
+        await conn.execute(
+            """UPDATE series s SET number_of_instances = c.n, updated_at = now()
+                 FROM (SELECT series_pk, count(*) AS n FROM instance
+                        WHERE series_pk = ANY($1::bigint[]) GROUP BY series_pk) c
+                WHERE s.pk = c.series_pk""",
+            sorted(touched.series),
+        )
+    if touched.studies:
+        await conn.execute(
+            """UPDATE study st SET number_of_series = c.nse, number_of_instances = c.ni,
+                      modalities_in_study = c.mods, sop_classes_in_study = c.classes,
+                      updated_at = now()
+                 FROM (SELECT se.study_pk, count(DISTINCT se.pk) AS nse, count(*) AS ni,
+                              coalesce(array_agg(DISTINCT se.modality ORDER BY se.modality)
+                                       FILTER (WHERE se.modality <> ''), '{}') AS mods,
+                              array_agg(DISTINCT i.sop_class_uid ORDER BY i.sop_class_uid)
+                                  AS classes
+                         FROM series se JOIN instance i ON i.series_pk = se.pk
+                        WHERE se.study_pk = ANY($1::bigint[]) GROUP BY se.study_pk) c
+                WHERE st.pk = c.study_pk""",
+            sorted(touched.studies),
+        )
+
+
+async def _feed(conn: asyncpg.Connection, action: str, inst: IndexInstance) -> None:
+    await conn.execute(
+        """INSERT INTO change_feed (action, study_instance_uid, series_instance_uid,
+               sop_instance_uid) VALUES ($1,$2,$3,$4)""",
+        action,
+        inst.study_instance_uid,
+        inst.series_instance_uid,
+        inst.sop_instance_uid,
+    )
+
+
+def _int_or_none(value: str) -> int | None:
+    try:
+        n = int(value.strip())
+    except ValueError:
+        return None
+    return n if -(2**31) <= n < 2**31 else None
+
+
+def _dumps(doc: dict) -> str:
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+
+
+def _dumps_or_none(doc: dict | None) -> str | None:
+    return None if doc is None else _dumps(doc)
+
+
+def _clean(metadata: dict) -> dict:
+    """PostgreSQL text and jsonb cannot hold U+0000; DICOM values sometimes do (padding
+    written as NUL instead of space). Drop NULs from every string, as padding."""
+    raw = _dumps(metadata)
+    if "\\u0000" not in raw:
+        return metadata
+    return json.loads(raw.replace("\\u0000", ""))  # type: ignore[no-any-return]

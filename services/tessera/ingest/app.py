@@ -1,0 +1,42 @@
+"""The ingest service: STOW-RS for one shard."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from tessera.ingest.stow import StoreInstances
+from tessera.shared.http import make_app
+from tessera.shared.queue import IndexQueue
+from tessera.shared.settings import Settings
+from tessera.shared.storage import open_store
+
+
+def create_app(settings: Settings) -> Starlette:
+    store = open_store(settings)
+    redis = aioredis.from_url(settings.redis_url, max_connections=256)
+    queue = IndexQueue(redis, settings.shard)
+    stow = StoreInstances(settings, store, queue)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await redis.aclose()
+            await store.close()
+
+    async def ready() -> dict[str, str]:
+        await redis.ping()
+        await store.check()
+        return {"queue_depth": str(await queue.depth())}
+
+    routes = [
+        Route("/studies", stow, methods=["POST"]),
+        Route("/studies/{study}", stow, methods=["POST"]),
+    ]
+    return make_app(routes, lifespan=lifespan, ready=ready)

@@ -1,0 +1,317 @@
+"""Store Instances (STOW-RS), PS3.18 10.5.
+
+``POST /studies`` and ``POST /studies/{StudyInstanceUID}`` with a
+``multipart/related; type="application/dicom"`` body. Parts are read one at a time
+(spooled to disk past a threshold), each parsed without its pixel data, validated,
+written to storage under its content hash and sent to the index as its own job. The
+response is built only after the index has committed the instances it was sent
+(read-your-writes): an instance the index did not confirm in ``index_timeout`` seconds
+is reported failed, and re-sending it later succeeds.
+
+One bad part never fails its neighbours: it becomes a FailedSOPSequence item with a
+PS3.18 Table I.2-2 Failure Reason. Status per Table 10.5.3-1: 200 all stored, 202 some
+stored or warnings, 409 none stored, 400 bad syntax, 415 wrong media type.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tessera.shared.dicomfile import ParsedInstance, parse_instance
+from tessera.shared.errors import (
+    InvalidInstance,
+    MultipartError,
+    NotAcceptable,
+    UnsupportedMediaType,
+)
+from tessera.shared.http import DicomJSONResponse, public_base_url
+from tessera.shared.mediatypes import parse_accept, parse_media_type
+from tessera.shared.messages import IndexInstance, IndexJob, InstanceOutcome
+from tessera.shared.multipart import Part, read_parts
+from tessera.shared.queue import IndexQueue, reply_key
+from tessera.shared.refs import check_uid
+from tessera.shared.settings import Settings
+from tessera.shared.status import FailureReason, WarningReason
+from tessera.shared.storage import ObjectStore, instance_key
+
+log = logging.getLogger(__name__)
+
+DICOM = "application/dicom"
+
+
+@dataclass
+class _Stored:
+    """A part written to storage and sent to the index, awaiting its commit."""
+
+    instance: IndexInstance
+    written_now: bool
+    warning: int | None
+
+
+@dataclass
+class _Failed:
+    sop_class_uid: str | None
+    sop_instance_uid: str | None
+    reason: int
+    message: str
+
+
+class StoreInstances:
+    """The handler; one per ingest app, holding its storage, queue and settings."""
+
+    def __init__(self, settings: Settings, store: ObjectStore, queue: IndexQueue) -> None:
+        self.settings = settings
+        self.store = store
+        self.queue = queue
+
+    async def __call__(self, request: Request) -> Response:
+        study_uid = request.path_params.get("study")
+        if study_uid is not None:
+            check_uid(study_uid, "StudyInstanceUID")
+        _check_accept(request.headers.get("accept"))
+        content_type = request.headers.get("content-type", "")
+        _check_content_type(content_type)
+
+        reply_to = reply_key(self.settings.shard, uuid.uuid4().hex)
+        sent: dict[str, _Stored] = {}
+        failed: list[_Failed] = []
+        body_error: str | None = None
+        parts = read_parts(
+            request.stream(),
+            content_type,
+            spool_threshold=self.settings.spool_threshold,
+            max_part_size=self.settings.max_part_size,
+            max_total_size=self.settings.max_request_size,
+            spool_dir=self.settings.spool_dir or None,
+        )
+        try:
+            async for part in parts:
+                try:
+                    await self._one(part, study_uid, reply_to, sent, failed)
+                finally:
+                    part.close()
+        except MultipartError as e:
+            if not sent and not failed:
+                raise
+            body_error = e.reason  # parts before the damage are still answered for
+
+        outcomes = await self._wait_for_index(reply_to, len(sent))
+        return await self._response(request, study_uid, sent, outcomes, failed, body_error)
+
+    async def _one(
+        self,
+        part: Part,
+        study_uid: str | None,
+        reply_to: str,
+        sent: dict[str, _Stored],
+        failed: list[_Failed],
+    ) -> None:
+        if part.content_type is not None and part.content_type.essence != DICOM:
+            failed.append(
+                _Failed(
+                    None,
+                    None,
+                    FailureReason.CANNOT_UNDERSTAND,
+                    f"part media type {part.content_type.essence} is not supported; "
+                    "send application/dicom (PS3.10 files)",
+                )
+            )
+            return
+        try:
+            parsed, sha256 = await asyncio.to_thread(_parse_and_hash, part.file)
+            if study_uid is not None and parsed.study_instance_uid != study_uid:
+                raise InvalidInstance(
+                    FailureReason.DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+                    f"StudyInstanceUID {parsed.study_instance_uid} does not match the "
+                    f"study in the request URL ({study_uid})",
+                    parsed.sop_class_uid,
+                    parsed.sop_instance_uid,
+                )
+            key = instance_key(sha256)
+            written_now = not await self.store.exists(key)
+            if written_now:
+                part.file.seek(0)
+                await self.store.put_file(key, part.file, part.size)
+        except InvalidInstance as e:
+            failed.append(_Failed(e.sop_class_uid, e.sop_instance_uid, e.failure_reason, e.message))
+            return
+        except Exception as e:  # storage down, disk full, ...: this part fails, not the request
+            log.exception("storing a STOW part failed")
+            failed.append(
+                _Failed(None, None, FailureReason.PROCESSING_FAILURE, f"could not store: {e}")
+            )
+            return
+        inst = IndexInstance(
+            study_instance_uid=parsed.study_instance_uid,
+            series_instance_uid=parsed.series_instance_uid,
+            sop_instance_uid=parsed.sop_instance_uid,
+            sop_class_uid=parsed.sop_class_uid,
+            transfer_syntax_uid=parsed.transfer_syntax_uid,
+            storage_key=key,
+            size=part.size,
+            sha256=sha256,
+            metadata=parsed.metadata,
+            number_of_frames=parsed.number_of_frames,
+            rows=parsed.rows,
+            columns=parsed.columns,
+            pixel_data=_pixel_data(parsed),
+        )
+        job = IndexJob(
+            job_id=uuid.uuid4().hex,
+            reply_to=reply_to,
+            instances=(inst,),
+            duplicate_policy=self.settings.duplicate_policy,
+        )
+        await self.queue.send(job)
+        warning = WarningReason.ELEMENTS_DISCARDED if parsed.discarded_tags else None
+        sent[job.job_id] = _Stored(inst, written_now, warning)
+
+    async def _wait_for_index(self, reply_to: str, count: int) -> dict[str, InstanceOutcome]:
+        if count == 0:
+            return {}
+        replies = await self.queue.wait_replies(reply_to, count, self.settings.index_timeout)
+        return {r.job_id: r.outcomes[0] for r in replies if r.outcomes}
+
+    async def _response(
+        self,
+        request: Request,
+        study_uid: str | None,
+        sent: dict[str, _Stored],
+        outcomes: dict[str, InstanceOutcome],
+        failed: list[_Failed],
+        body_error: str | None,
+    ) -> Response:
+        base = public_base_url(request, self.settings.dicomweb_prefix)
+        referenced: list[dict[str, Any]] = []
+        for job_id, stored in sent.items():
+            inst = stored.instance
+            outcome = outcomes.get(job_id)
+            if outcome is None:
+                failed.append(
+                    _Failed(
+                        inst.sop_class_uid,
+                        inst.sop_instance_uid,
+                        FailureReason.REFUSED_OUT_OF_RESOURCES,
+                        f"the index did not commit within {self.settings.index_timeout:g} s; "
+                        "re-send the instance",
+                    )
+                )
+            elif outcome.outcome in ("stored", "unchanged", "replaced"):
+                url = f"{base}/studies/{inst.study_instance_uid}/series/"
+                url += f"{inst.series_instance_uid}/instances/{inst.sop_instance_uid}"
+                referenced.append(_referenced(inst, url, stored.warning))
+            else:
+                reason = (
+                    FailureReason.DUPLICATE_SOP_INSTANCE
+                    if outcome.outcome == "conflict"
+                    else FailureReason.PROCESSING_FAILURE
+                )
+                failed.append(
+                    _Failed(inst.sop_class_uid, inst.sop_instance_uid, reason, outcome.reason)
+                )
+                if stored.written_now and outcome.outcome == "conflict":
+                    # our bytes are referenced by no row: do not leave them behind
+                    await self.store.delete(inst.storage_key)
+
+        studies = {r["_study"] for r in referenced}
+        study_url = study_uid or (next(iter(studies)) if len(studies) == 1 else None)
+        body: dict[str, Any] = {
+            "00081190": {"vr": "UR", "Value": [f"{base}/studies/{study_url}"]}
+            if study_url
+            else {"vr": "UR"}
+        }
+        if failed:
+            body["00081198"] = {"vr": "SQ", "Value": [_failed_item(f) for f in failed]}
+        if referenced:
+            for r in referenced:
+                del r["_study"]
+            body["00081199"] = {"vr": "SQ", "Value": referenced}
+
+        warned = any("00081196" in r for r in referenced)
+        if not referenced:
+            status = 409
+        elif failed or warned or body_error:
+            status = 202
+        else:
+            status = 200
+        for f in failed:
+            log.info("STOW failure %04X for %s: %s", f.reason, f.sop_instance_uid, f.message)
+        headers = {}
+        if body_error:
+            headers["Warning"] = (
+                f'299 tessera "multipart body damaged after some parts: {body_error}"'
+            )
+        return DicomJSONResponse(body, status_code=status, headers=headers)
+
+
+def _parse_and_hash(fp: BinaryIO) -> tuple[ParsedInstance, str]:
+    digest = hashlib.sha256()
+    fp.seek(0)
+    while block := fp.read(1024 * 1024):
+        digest.update(block)
+    fp.seek(0)
+    return parse_instance(fp), digest.hexdigest()
+
+
+def _pixel_data(parsed: ParsedInstance) -> dict[str, Any] | None:
+    p = parsed.pixel_data
+    if p is None:
+        return None
+    return {"offset": p.offset, "length": p.length, "vr": p.vr, "encapsulated": p.encapsulated}
+
+
+def _referenced(inst: IndexInstance, url: str, warning: int | None) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "00081150": {"vr": "UI", "Value": [inst.sop_class_uid]},
+        "00081155": {"vr": "UI", "Value": [inst.sop_instance_uid]},
+        "00081190": {"vr": "UR", "Value": [url]},
+        "_study": inst.study_instance_uid,
+    }
+    if warning is not None:
+        item["00081196"] = {"vr": "US", "Value": [int(warning)]}
+    return item
+
+
+def _failed_item(f: _Failed) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "00081150": {"vr": "UI", "Value": [f.sop_class_uid]} if f.sop_class_uid else {"vr": "UI"},
+        "00081155": {"vr": "UI", "Value": [f.sop_instance_uid]}
+        if f.sop_instance_uid
+        else {"vr": "UI"},
+        "00081197": {"vr": "US", "Value": [int(f.reason)]},
+    }
+    # Error Comment (0000,0902): the reason in words, as other archives also send it
+    item["00000902"] = {"vr": "LO", "Value": [f.message[:64]]}
+    return item
+
+
+def _check_content_type(value: str) -> None:
+    """PS3.18 10.5.1.1: multipart/related with type application/dicom (the JSON/XML
+    metadata + bulk data forms of STOW are not supported yet → 415)."""
+    if not value:
+        raise UnsupportedMediaType("Content-Type is missing; send multipart/related")
+    mt = parse_media_type(value)
+    if mt.essence != "multipart/related":
+        raise UnsupportedMediaType(
+            f'{mt.essence} is not supported; send multipart/related; type="application/dicom"'
+        )
+    part_type = mt.params.get("type", DICOM).lower()
+    if part_type != DICOM:
+        raise UnsupportedMediaType(
+            f"multipart/related type {part_type} is not supported; only application/dicom"
+        )
+
+
+def _check_accept(header: str | None) -> None:
+    for r in parse_accept(header):
+        if r.essence in ("application/dicom+json", "application/json", "*/*", "application/*"):
+            return
+    raise NotAcceptable("STOW-RS responses are application/dicom+json only")
