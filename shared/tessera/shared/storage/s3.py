@@ -35,7 +35,12 @@ class S3Store:
             "region_name": region,
             "aws_access_key_id": access_key_id,
             "aws_secret_access_key": secret_access_key,
-            "config": Config(max_pool_connections=64, retries={"max_attempts": 3}),
+            "config": Config(
+                max_pool_connections=64,
+                retries={"max_attempts": 3},
+                # MinIO, moto, Ceph behind an endpoint URL want path-style addressing
+                s3={"addressing_style": "path" if endpoint_url else "auto"},
+            ),
         }
         self._stack: AsyncExitStack | None = None
         self._client: Any = None

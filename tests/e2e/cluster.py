@@ -1,0 +1,110 @@
+"""The whole single-shard cluster as separate OS processes, for end-to-end tests.
+
+Each service runs as ``python -m tessera.<service>`` with its settings in TESSERA_*
+variables, exactly as ``make run`` starts it, so a test can SIGKILL one of them and
+start it again. Logs go to one file per service.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from tessera.shared.settings import Settings
+
+COMMANDS: dict[str, str] = {
+    "ingest": "tessera.ingest",
+    "index": "tessera.index",
+    "index-worker": "tessera.index.worker",
+    "retrieve": "tessera.retrieve",
+    "transcode": "tessera.transcode",
+    "router": "tessera.router",
+}
+PORTS = {
+    "ingest": "ingest_port",
+    "index": "index_port",
+    "retrieve": "retrieve_port",
+    "router": "router_port",
+}
+
+
+@dataclass
+class Cluster:
+    settings: Settings
+    workdir: Path
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.router_port}{self.settings.dicomweb_prefix}"
+
+    def service_url(self, name: str) -> str:
+        return f"http://127.0.0.1:{getattr(self.settings, PORTS[name])}"
+
+    def start(self, name: str, **overrides: object) -> None:
+        env = {**os.environ, **self.settings.env()}
+        env.update({f"TESSERA_{k.upper()}": str(v) for k, v in overrides.items()})
+        log = open(self.workdir / f"{name}.log", "ab")
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", COMMANDS[name]],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+
+    def wait_ready(self, name: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        proc = self.procs[name]
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{self.log(name)}")
+            if name not in PORTS:
+                time.sleep(1.0)  # no HTTP endpoint: alive for a moment is ready enough
+                if proc.poll() is None:
+                    return
+                continue
+            try:
+                if httpx.get(self.service_url(name) + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{name} not ready in {timeout}s:\n{self.log(name)}")
+
+    def start_all(self) -> None:
+        for name in COMMANDS:
+            self.start(name)
+        for name in COMMANDS:
+            self.wait_ready(name)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs.pop(name)
+        if proc.poll() is None:
+            os.kill(proc.pid, sig)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def alive(self, name: str) -> bool:
+        proc = self.procs.get(name)
+        return proc is not None and proc.poll() is None
+
+    def stop_all(self) -> None:
+        for name in reversed(list(self.procs)):
+            self.kill(name, signal.SIGTERM)
+
+    def log(self, name: str) -> str:
+        path = self.workdir / f"{name}.log"
+        return path.read_text(errors="replace")[-6000:] if path.exists() else "(no log)"
