@@ -19,6 +19,7 @@ import asyncio
 import hashlib
 import logging
 import uuid
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -93,11 +94,9 @@ class StoreInstances:
             spool_dir=self.settings.spool_dir or None,
         )
         try:
-            async for part in parts:
-                try:
+            async with aclosing(parts):
+                async for part in parts:
                     await self._one(part, study_uid, reply_to, sent, failed)
-                finally:
-                    part.close()
         except MultipartError as e:
             if not sent and not failed:
                 raise
@@ -312,6 +311,11 @@ def _check_content_type(value: str) -> None:
 
 def _check_accept(header: str | None) -> None:
     for r in parse_accept(header):
-        if r.essence in ("application/dicom+json", "application/json", "*/*", "application/*"):
+        if r.q > 0 and r.essence in (
+            "application/dicom+json",
+            "application/json",
+            "*/*",
+            "application/*",
+        ):
             return
     raise NotAcceptable("STOW-RS responses are application/dicom+json only")
