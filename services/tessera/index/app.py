@@ -1,0 +1,37 @@
+"""The index service's HTTP app: QIDO-RS for this shard, health and readiness.
+
+``create_app(settings)`` builds it; the lifespan opens the shard's asyncpg pool
+(``app.state.pool``) and closes it on shutdown. ``/readyz`` is ready when the database
+answers ``SELECT 1``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+
+from tessera.index import qido
+from tessera.shared.db.pool import create_pool
+from tessera.shared.http import make_app
+from tessera.shared.settings import Settings
+
+
+def create_app(settings: Settings) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.pool = await create_pool(settings.database_url)
+        try:
+            yield
+        finally:
+            await app.state.pool.close()
+
+    async def ready() -> dict[str, str]:
+        async with app.state.pool.acquire() as conn:
+            await conn.fetchval("SELECT 1")
+        return {"database": "ok"}
+
+    app = make_app(qido.routes(), lifespan=lifespan, ready=ready)
+    app.state.settings = settings
+    return app

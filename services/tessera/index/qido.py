@@ -1,0 +1,136 @@
+"""QIDO-RS for one shard: the Search transaction, PS3.18 10.6.
+
+Resources (PS3.18 Table 10.6.1-1), as ``search_for_*`` handlers:
+
+    GET /studies                                      search_for_studies
+    GET /studies/{study}/series                       search_for_series (study's series)
+    GET /series                                       search_for_series (all series)
+    GET /studies/{study}/series/{series}/instances    search_for_instances
+    GET /studies/{study}/instances                    search_for_instances
+    GET /instances                                    search_for_instances
+
+The response is ``application/dicom+json`` (or ``application/json`` when only that is
+acceptable); ``multipart/related; type="application/dicom+xml"`` is not produced, so an
+Accept without a JSON type gets 406. An ``accept`` query parameter (PS3.18 8.3.3.1)
+overrides the header.
+
+No match is answered ``200 []``, not ``204 No Content``. PS3.18 8.3.4.4.1 says 204 for
+a search without results; we deviate on purpose: OHIF and dicomweb-client handle an
+empty array, some clients fail on an empty 204 body, and the router merges shard
+answers, which is simplest when every shard answers a JSON array. A study or series in
+the path that does not exist is likewise an empty result, not 404.
+
+Paging (PS3.18 8.3.4.4): ``limit`` is capped at ``settings.qido_max_limit``; when the
+cap decides the page size and more matches remain, the response carries the 8.3.4.4.1
+``Warning: 299`` header with the number of remaining matches (counted only then).
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+import asyncpg
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tessera.shared.errors import NotAcceptable
+from tessera.shared.http import DICOM_JSON, public_base_url
+from tessera.shared.mediatypes import parse_accept
+from tessera.shared.qido.params import Level, QidoQuery, Scope, parse_query
+from tessera.shared.qido.result import more_results_warning, render
+from tessera.shared.qido.sql import count_sql, page_of, search_sql
+from tessera.shared.refs import check_uid
+from tessera.shared.settings import Settings
+
+_OFFERS = (DICOM_JSON, "application/json")
+_PLUS = re.compile(r"(?<=\w) (?=json\b|xml\b)")
+
+
+def negotiate(request: Request) -> str:
+    """The media type to answer with (PS3.18 8.7, RFC 9110 12.5.1); NotAcceptable if none."""
+    # in a query string an unescaped '+' decodes as ' ': "application/dicom json"
+    params = [_PLUS.sub("+", v) for v in request.query_params.getlist("accept")]
+    header = ", ".join(params) or request.headers.get("accept")
+    ranges = parse_accept(header)
+    best: tuple[float, str] | None = None
+    for offer in _OFFERS:
+        matching = [r for r in ranges if r.matches(offer)]
+        if not matching:
+            continue
+        most_specific = max(matching, key=lambda r: r.specificity)  # RFC 9110 12.5.1
+        if most_specific.q > 0 and (best is None or most_specific.q > best[0]):
+            best = (most_specific.q, offer)
+    if best is None:
+        raise NotAcceptable(
+            f"search results are available as {DICOM_JSON} only, not {header!r} (PS3.18 10.6.1)"
+        )
+    return best[1]
+
+
+async def run_search(
+    db: asyncpg.Pool | asyncpg.Connection, query: QidoQuery, max_limit: int
+) -> tuple[list[asyncpg.Record], int]:
+    """The rows of the requested page and the number of matches after it that a
+    server-limited page left out (0 when the page is complete or the client's limit
+    decided its size)."""
+    page = page_of(query, max_limit)
+    search = search_sql(query, page)
+    rows = await db.fetch(search.text, *search.args)
+    if len(rows) <= page.limit:
+        return rows, 0
+    rows = rows[: page.limit]
+    if not page.server_limited:
+        return rows, 0
+    count = count_sql(query)
+    total = await db.fetchval(count.text, *count.args)
+    return rows, max(1, total - page.offset - len(rows))
+
+
+async def _search(request: Request, level: Level, scope: Scope) -> Response:
+    media_type = negotiate(request)
+    query = parse_query(request.query_params.multi_items(), level, scope)
+    settings: Settings = request.app.state.settings
+    rows, remaining = await run_search(request.app.state.pool, query, settings.qido_max_limit)
+    base_url = public_base_url(request, settings.dicomweb_prefix)
+    headers = {}
+    if remaining:
+        headers["Warning"] = more_results_warning(urlsplit(base_url).netloc, remaining)
+    body = render(rows, query, base_url)
+    return Response(body, media_type=media_type, headers=headers)
+
+
+def _path_uid(request: Request, name: str, label: str) -> str:
+    return check_uid(request.path_params[name], label)
+
+
+async def search_for_studies(request: Request) -> Response:
+    return await _search(request, Level.STUDY, Scope())
+
+
+async def search_for_series(request: Request) -> Response:
+    study = None
+    if "study" in request.path_params:
+        study = _path_uid(request, "study", "StudyInstanceUID")
+    return await _search(request, Level.SERIES, Scope(study))
+
+
+async def search_for_instances(request: Request) -> Response:
+    study = series = None
+    if "study" in request.path_params:
+        study = _path_uid(request, "study", "StudyInstanceUID")
+    if "series" in request.path_params:
+        series = _path_uid(request, "series", "SeriesInstanceUID")
+    return await _search(request, Level.INSTANCE, Scope(study, series))
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/studies", search_for_studies, methods=["GET"]),
+        Route("/studies/{study}/series", search_for_series, methods=["GET"]),
+        Route("/series", search_for_series, methods=["GET"]),
+        Route("/studies/{study}/series/{series}/instances", search_for_instances, methods=["GET"]),
+        Route("/studies/{study}/instances", search_for_instances, methods=["GET"]),
+        Route("/instances", search_for_instances, methods=["GET"]),
+    ]
