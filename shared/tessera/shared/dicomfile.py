@@ -1,0 +1,664 @@
+"""Parse one STOW-RS part (a PS3.10 file) without reading its pixel data.
+
+:func:`parse_instance` reads the File Meta Information and the data set up to the Pixel
+Data element with pydicom, locates the Pixel Data value by byte offset (so retrieval can
+read frames with ranged reads), reads any elements that follow it, validates what an
+archive needs, and encodes the data set as DICOM JSON (:mod:`tessera.shared.dicomjson`).
+Every failure is an :class:`~tessera.shared.errors.InvalidInstance` carrying a PS3.18
+Table I.2-2 Failure Reason; nothing else escapes, whatever the bytes.
+
+Decisions
+---------
+* **PS3.10 header required.** STOW-RS ``application/dicom`` parts are PS3.10 files
+  (PS3.18 8.6.1.1.1 / 10.5) and WADO-RS returns the bytes exactly as stored, so a part
+  without the 128-byte preamble and ``DICM`` prefix (PS3.10 7.1), e.g. a bare data set as
+  written by some old tools, is refused with 0xC000 rather than read with ``force=True``:
+  accepting it would mean later serving non-PS3.10 ``application/dicom``, or rewriting it.
+* **Transfer syntax.** (0002,0010) missing -> 0xC000 (PS3.10 7.1 makes it Type 1); not a
+  transfer syntax pydicom can decode the data set of -> 0xC122. Every standard transfer
+  syntax is accepted, including Deflated and the retired Big Endian: objects are stored
+  as received.
+* **Identifiers** (0xA900 "Data Set does not match SOP Class", PS3.4 B.2.3, since the
+  object does not meet its IOD): SOPClassUID, SOPInstanceUID, StudyInstanceUID and
+  SeriesInstanceUID must be present, single-valued and valid UIDs per PS3.5 9.1 (digits
+  and dots, no empty component, no leading zero, at most 64 characters). The UIDs also
+  become resource paths, so this check is also what keeps them safe in URLs and keys.
+* **File Meta vs data set.** A MediaStorageSOPInstanceUID / MediaStorageSOPClassUID that
+  differs from the data set is accepted with a warning: the data set is what is indexed and
+  what every toolkit uses, and such files are common after de-identification (corpus:
+  ``Issue143.dcm``). A Media Storage Directory (DICOMDIR) is refused with 0x0122.
+* **Truncation** (a value, pixel data or sequence running past the end of the file) ->
+  0xC000. Sequences nested beyond what the reader can recurse into -> 0xC000. Resource
+  guards (a single value over ``max_value_size`` that must be read, a Deflated data set
+  inflating beyond ``max_inflated_size``) -> 0xA700.
+* **Pixel data not read.** The data set is read with ``stop_before_pixels`` and
+  ``defer_size``: values above the bulk data threshold are skipped with a seek, not read,
+  and Pixel Data is walked (item headers only, for encapsulated data) to find its end.
+  Elements after the Pixel Data (rare: Digital Signatures, Data Set Trailing Padding,
+  misplaced private tags) are read too, so metadata is that of the whole data set; bytes
+  after the pixel data that do not parse as ascending elements are ignored with a warning.
+* **Metadata** is the data set only: File Meta Information (group 0002) is not part of
+  the data set (PS3.10 7.1) and PS3.18 F.2 encodes a data set, as does pydicom's
+  ``FileDataset.to_json_dict``. Group 0002 elements misplaced in the data set body are
+  left out too, with a warning.
+* **Values are not validated** beyond the above (pydicom reading validation ``IGNORE``):
+  the archive stores objects as received; what cannot be represented in JSON is reported
+  (``discarded_tags``) so the caller can answer Warning 0xB006.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import tempfile
+import zlib
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
+from typing import IO, Any, BinaryIO, cast
+
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.filereader import dcmread, read_dataset
+from pydicom.tag import BaseTag
+from pydicom.uid import UID
+
+from tessera.shared.dicomjson import (
+    DEFAULT_LARGE_VALUE_THRESHOLD,
+    CapturedWarnings,
+    dataset_to_json,
+    quiet_pydicom,
+)
+from tessera.shared.errors import InvalidInstance
+from tessera.shared.status import FailureReason
+
+__all__ = ["ParsedInstance", "PixelDataInfo", "is_valid_uid", "parse_instance"]
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+
+PIXEL_DATA = 0x7FE00010
+FLOAT_PIXEL_DATA = 0x7FE00008
+DOUBLE_FLOAT_PIXEL_DATA = 0x7FE00009
+_PIXEL_TAGS = frozenset({PIXEL_DATA, FLOAT_PIXEL_DATA, DOUBLE_FLOAT_PIXEL_DATA})
+_IMPLICIT_PIXEL_VR = {PIXEL_DATA: "OW", FLOAT_PIXEL_DATA: "OF", DOUBLE_FLOAT_PIXEL_DATA: "OD"}
+
+_ITEM = 0xFFFEE000
+_SEQUENCE_DELIMITER = 0xFFFEE0DD
+_UNDEFINED = 0xFFFFFFFF
+# PS3.5 7.1.2: explicit VRs with a 2-byte reserved field and a 4-byte length
+_LONG_LENGTH_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
+
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+_REQUIRED_UIDS = (
+    ("SOPClassUID", "(0008,0016)"),
+    ("SOPInstanceUID", "(0008,0018)"),
+    ("StudyInstanceUID", "(0020,000D)"),
+    ("SeriesInstanceUID", "(0020,000E)"),
+)
+_UID_RE = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+# pydicom (read_dataset) turns an EOFError inside a sequence into this warning
+_EOF_WARNING = "End of file reached"
+
+
+@dataclass(frozen=True)
+class PixelDataInfo:
+    """Where the Pixel Data value is, for ranged reads.
+
+    ``offset`` is the byte offset of the *value* (after tag, VR and length) and ``length``
+    its defined length, ``None`` when undefined (encapsulated, PS3.5 A.4: ``offset`` is then
+    the first item tag, the Basic Offset Table). ``vr`` is as stored, or for implicit VR
+    what pydicom infers (OW; OF / OD for Float / Double Float Pixel Data). ``tag`` is
+    (7FE0,0010) or, for parametric maps, (7FE0,0008) / (7FE0,0009). With the Deflated
+    transfer syntax ``deflated`` is true and ``offset`` counts bytes of the *inflated* data
+    set stream that starts right after the File Meta Information.
+    """
+
+    offset: int
+    length: int | None
+    vr: str
+    encapsulated: bool
+    tag: int = PIXEL_DATA
+    deflated: bool = False
+
+
+@dataclass(frozen=True)
+class ParsedInstance:
+    """What the archive needs to know about one stored PS3.10 file.
+
+    ``metadata`` is the DICOM JSON of the data set (no group 0002), with root-relative
+    BulkDataURIs; ``discarded_tags`` the tag paths left out of it (Warning 0xB006),
+    ``fallback_tags`` those pydicom could not decode, encoded as stored (UN bytes, IS/DS text);
+    ``warnings`` human-readable notes (pydicom warnings, File Meta inconsistencies...).
+    """
+
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    metadata: dict[str, Any]
+    discarded_tags: tuple[str, ...]
+    number_of_frames: int | None
+    rows: int | None
+    columns: int | None
+    pixel_data: PixelDataInfo | None
+    fallback_tags: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = field(default=())
+
+
+def is_valid_uid(value: object) -> bool:
+    """PS3.5 9.1: ``0`` or ``[1-9][0-9]*`` components joined by dots, <= 64 chars."""
+    return isinstance(value, str) and len(value) <= 64 and bool(_UID_RE.fullmatch(value))
+
+
+# --------------------------------------------------------------------------- I/O guards
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _BoundedReader:
+    """Seekable read-only view of ``fp`` refusing any single read larger than ``limit``.
+
+    pydicom reads each value it does not defer with one ``read(length)``; this turns a
+    huge (or bogus) length into an error instead of an allocation of that size.
+    """
+
+    def __init__(self, fp: IO[bytes], limit: int) -> None:
+        self._fp = fp
+        self._limit = limit
+
+    @property
+    def io(self) -> BinaryIO:
+        """This reader, typed as the file object pydicom's readers take."""
+        return cast(BinaryIO, self)
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            here = self._fp.tell()
+            size = self._fp.seek(0, 2) - here
+            self._fp.seek(here)
+        if size > self._limit:
+            raise _TooLarge(f"a value of more than {self._limit} bytes would have to be read")
+        return self._fp.read(size)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._fp.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fp.tell()
+
+
+class _Known:
+    """UIDs learnt so far, for the InvalidInstance of a later failure."""
+
+    sop_class_uid: str | None = None
+    sop_instance_uid: str | None = None
+
+    def fail(self, reason: FailureReason, message: str) -> InvalidInstance:
+        return InvalidInstance(int(reason), message, self.sop_class_uid, self.sop_instance_uid)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def parse_instance(
+    fp: IO[bytes],
+    bulk_base: str | None = None,
+    *,
+    bulk_data_threshold: int = 1024,
+    large_value_threshold: int | None = DEFAULT_LARGE_VALUE_THRESHOLD,
+    max_value_size: int = 256 * MIB,
+    max_inflated_size: int = 4 * GIB,
+) -> ParsedInstance:
+    """Parse and validate one PS3.10 file from a seekable binary file.
+
+    ``fp`` is read from offset 0 and left at an unspecified position; the pixel data is
+    never read. BulkDataURIs are ``{bulk_base}/studies/{study}/series/{series}/instances/
+    {sop}/bulk/{tag_path}`` (``bulk_base`` empty by default: root-relative). Raises
+    :class:`~tessera.shared.errors.InvalidInstance` and nothing else.
+    """
+    known = _Known()
+    with quiet_pydicom() as captured, ExitStack() as stack:
+        try:
+            parsed = _parse(
+                _BoundedReader(fp, max_value_size),
+                known,
+                stack,
+                captured,
+                bulk_base=(bulk_base or "").rstrip("/"),
+                bulk_data_threshold=bulk_data_threshold,
+                large_value_threshold=large_value_threshold,
+                max_value_size=max_value_size,
+                max_inflated_size=max_inflated_size,
+            )
+        except InvalidInstance:
+            raise
+        except RecursionError:
+            raise known.fail(
+                FailureReason.CANNOT_UNDERSTAND,
+                "sequences are nested too deeply to be parsed",
+            ) from None
+        except (_TooLarge, MemoryError) as exc:
+            raise known.fail(
+                FailureReason.REFUSED_OUT_OF_RESOURCES, f"refused: {exc or 'out of memory'}"
+            ) from None
+        except Exception as exc:
+            raise known.fail(
+                FailureReason.CANNOT_UNDERSTAND,
+                f"cannot parse the data set: {type(exc).__name__}: {_clip(str(exc))}",
+            ) from None
+    notes = dict.fromkeys([*parsed.warnings, *captured.messages])
+    return replace(parsed, warnings=tuple(notes))
+
+
+def _parse(
+    fp: _BoundedReader,
+    known: _Known,
+    stack: ExitStack,
+    captured: CapturedWarnings,
+    *,
+    bulk_base: str,
+    bulk_data_threshold: int,
+    large_value_threshold: int | None,
+    max_value_size: int,
+    max_inflated_size: int,
+) -> ParsedInstance:
+    notes: list[str] = []
+    size = fp.seek(0, 2)
+    fp.seek(0)
+
+    # -- PS3.10 7.1: preamble, prefix, File Meta Information
+    head = fp.read(132)
+    if len(head) < 132 or head[128:132] != b"DICM":
+        raise known.fail(FailureReason.CANNOT_UNDERSTAND, _not_ps310_message(head))
+    file_meta = FileMetaDataset(
+        read_dataset(
+            fp.io, False, True, stop_when=lambda tag, vr, length: tag >> 16 != 2, defer_size=MIB
+        )
+    )
+    ms_class = _uid_value(file_meta, "MediaStorageSOPClassUID")
+    ms_instance = _uid_value(file_meta, "MediaStorageSOPInstanceUID")
+    known.sop_class_uid = ms_class if is_valid_uid(ms_class) else None
+    known.sop_instance_uid = ms_instance if is_valid_uid(ms_instance) else None
+    if ms_class == MEDIA_STORAGE_DIRECTORY:
+        raise known.fail(
+            FailureReason.SOP_CLASS_NOT_SUPPORTED,
+            "a DICOMDIR (Media Storage Directory Storage) is not a storable instance",
+        )
+
+    ts_value = _uid_value(file_meta, "TransferSyntaxUID")
+    if not ts_value:
+        raise known.fail(
+            FailureReason.CANNOT_UNDERSTAND,
+            "File Meta Information has no TransferSyntaxUID (0002,0010) (PS3.10 7.1)",
+        )
+    ts = UID(ts_value)
+    if not _decodable(ts):
+        raise known.fail(
+            FailureReason.TRANSFER_SYNTAX_NOT_SUPPORTED,
+            f"{_clip(ts_value)!r} is not a known transfer syntax",
+        )
+
+    # -- the data set, up to the pixel data
+    defer = max(bulk_data_threshold, 0)
+    if ts.is_deflated:
+        inflated = stack.enter_context(tempfile.SpooledTemporaryFile(max_size=16 * MIB))
+        try:
+            _inflate(fp, inflated, max_inflated_size)
+        except (EOFError, zlib.error) as exc:
+            raise known.fail(FailureReason.CANNOT_UNDERSTAND, f"{exc}") from None
+        size = inflated.tell()
+        inflated.seek(0)
+        stream = _BoundedReader(inflated, max_value_size)
+        body = read_dataset(stream.io, False, True, stop_when=_at_pixels, defer_size=defer)
+        ds: FileDataset = FileDataset(stream.io, body, head[:128], file_meta, False, True)
+        ds.set_original_encoding(False, True, body._character_set)
+    else:
+        stream = fp
+        fp.seek(0)
+        ds = dcmread(fp.io, defer_size=defer, stop_before_pixels=True)
+    if any(_EOF_WARNING in message for message in captured.messages):
+        raise known.fail(FailureReason.CANNOT_UNDERSTAND, "the file is truncated")
+    _check_extents(ds, size, known)
+    data_set_end = _data_set_end(ds)
+
+    # -- UIDs (PS3.5 9.1)
+    uids = {keyword: _required_uid(ds, keyword, tag, known) for keyword, tag in _REQUIRED_UIDS}
+    known.sop_class_uid = uids["SOPClassUID"]
+    known.sop_instance_uid = uids["SOPInstanceUID"]
+    if ms_instance and ms_instance != uids["SOPInstanceUID"]:
+        notes.append(
+            f"MediaStorageSOPInstanceUID {ms_instance} differs from SOPInstanceUID "
+            f"{uids['SOPInstanceUID']}"
+        )
+    if ms_class and ms_class != uids["SOPClassUID"]:
+        notes.append(
+            f"MediaStorageSOPClassUID {ms_class} differs from SOPClassUID {uids['SOPClassUID']}"
+        )
+
+    # -- pixel data and whatever follows it
+    is_implicit, is_little = ds.original_encoding
+    pixel = _locate_pixel_data(
+        stream, size, bool(is_implicit), bool(is_little), bool(ts.is_deflated), known
+    )
+    if pixel is not None:
+        _read_trailing(ds, stream, pixel[1], size, pixel[0].tag, defer, notes)
+    elif data_set_end is not None and data_set_end < size:
+        # pydicom stops quietly at a last element header shorter than 8 bytes
+        notes.append(f"{size - data_set_end} stray bytes at the end of the file ignored")
+
+    for tag in [t for t in ds.keys() if t >> 16 == 0x0002]:
+        del ds[tag]
+        notes.append(f"({tag >> 16:04X},{tag & 0xFFFF:04X}) in the data set body left out")
+
+    # -- DICOM JSON
+    prefix = (
+        f"{bulk_base}/studies/{uids['StudyInstanceUID']}/series/{uids['SeriesInstanceUID']}"
+        f"/instances/{uids['SOPInstanceUID']}/bulk"
+    )
+    encoded = dataset_to_json(
+        ds, prefix, bulk_data_threshold, large_value_threshold=large_value_threshold
+    )
+    metadata = encoded.json
+    info = pixel[0] if pixel is not None else None
+    if info is not None:
+        metadata[f"{info.tag:08X}"] = {"vr": info.vr, "BulkDataURI": f"{prefix}/{info.tag:08X}"}
+        metadata = dict(sorted(metadata.items()))
+    notes.extend(encoded.warnings)
+
+    return ParsedInstance(
+        study_instance_uid=uids["StudyInstanceUID"],
+        series_instance_uid=uids["SeriesInstanceUID"],
+        sop_instance_uid=uids["SOPInstanceUID"],
+        sop_class_uid=uids["SOPClassUID"],
+        transfer_syntax_uid=str(ts),
+        metadata=metadata,
+        discarded_tags=tuple(encoded.discarded),
+        number_of_frames=_frames(ds, info),
+        rows=_small_int(ds, "Rows"),
+        columns=_small_int(ds, "Columns"),
+        pixel_data=info,
+        fallback_tags=tuple(encoded.fallbacks),
+        warnings=tuple(notes),
+    )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _clip(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _not_ps310_message(head: bytes) -> str:
+    message = "not a DICOM PS3.10 file: no 128-byte preamble followed by 'DICM' (PS3.10 7.1)"
+    if len(head) >= 8:
+        group, _, length = struct.unpack("<HHL", head[:8])
+        explicit_vr = head[4:6].isalpha() and head[4:6].isupper()
+        if group in (0x0002, 0x0008) and (explicit_vr or length < 0x10000):
+            message += "; this looks like a bare data set without File Meta Information"
+    return message
+
+
+def _at_pixels(tag: BaseTag, vr: str | None, length: int) -> bool:
+    return tag in _PIXEL_TAGS
+
+
+def _decodable(ts: UID) -> bool:
+    try:
+        return bool(ts.is_valid and ts.is_transfer_syntax)
+    except Exception:
+        return False
+
+
+def _uid_value(ds: Dataset, keyword: str) -> str | None:
+    try:
+        value = ds.get(keyword)
+    except Exception:
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _required_uid(ds: Dataset, keyword: str, tag: str, known: _Known) -> str:
+    try:
+        present = keyword in ds
+        value = ds.get(keyword) if present else None
+    except Exception as exc:
+        raise known.fail(
+            FailureReason.DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+            f"{keyword} {tag} cannot be decoded: {_clip(str(exc))}",
+        ) from None
+    if not present:
+        raise known.fail(
+            FailureReason.DATA_SET_DOES_NOT_MATCH_SOP_CLASS, f"{keyword} {tag} is missing"
+        )
+    if value is None or value == "" or (not isinstance(value, str) and len(value) == 0):
+        raise known.fail(
+            FailureReason.DATA_SET_DOES_NOT_MATCH_SOP_CLASS, f"{keyword} {tag} is empty"
+        )
+    if not is_valid_uid(value):
+        raise known.fail(
+            FailureReason.DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+            f"{keyword} {tag} {_clip(str(value))!r} is not a valid UID (PS3.5 9.1)",
+        )
+    return str(value)
+
+
+def _inflate(source: _BoundedReader, target: IO[bytes], limit: int) -> None:
+    """PS3.5 A.5: the data set after the File Meta Information is raw deflate."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
+    chunk_size = MIB
+    while True:
+        chunk = source.read(chunk_size)
+        data = inflater.decompress(chunk, chunk_size) if chunk else inflater.flush()
+        while True:
+            total += len(data)
+            if total > limit:
+                raise _TooLarge(f"the Deflated data set inflates to more than {limit} bytes")
+            target.write(data)
+            if not inflater.unconsumed_tail:
+                break
+            data = inflater.decompress(inflater.unconsumed_tail, chunk_size)
+        if inflater.eof:
+            return
+        if not chunk:
+            raise EOFError("the Deflated data set is truncated")
+
+
+def _check_extents(ds: Dataset, size: int, known: _Known) -> None:
+    """Every top-level value read or skipped (deferred) must end within the file."""
+    for raw in _raw_elements(ds):
+        if raw.length != _UNDEFINED and raw.value_tell + raw.length > size:
+            raise known.fail(
+                FailureReason.CANNOT_UNDERSTAND,
+                f"the file is truncated: ({raw.tag.group:04X},{raw.tag.element:04X}) "
+                f"declares {raw.length} bytes, the file ends before",
+            )
+
+
+def _raw_elements(ds: Dataset) -> Iterator[RawDataElement]:
+    for tag in list(ds.keys()):
+        elem = ds.get_item(tag, keep_deferred=True)
+        if isinstance(elem, RawDataElement):
+            yield elem
+
+
+def _locate_pixel_data(
+    fp: _BoundedReader,
+    size: int,
+    is_implicit: bool,
+    is_little: bool,
+    deflated: bool,
+    known: _Known,
+) -> tuple[PixelDataInfo, int] | None:
+    """Read the header of the pixel data element at ``fp`` and find where its value ends."""
+    start = fp.tell()
+    header = fp.read(8)
+    if not header:
+        return None
+    endian = "<" if is_little else ">"
+    if len(header) < 8:
+        raise known.fail(FailureReason.CANNOT_UNDERSTAND, "the file is truncated")
+    group, element = struct.unpack(endian + "HH", header[:4])
+    tag = group << 16 | element
+    if tag not in _PIXEL_TAGS:
+        raise known.fail(
+            FailureReason.CANNOT_UNDERSTAND,
+            f"cannot parse the data set beyond offset {start}",
+        )
+    if is_implicit:
+        (length,) = struct.unpack(endian + "L", header[4:8])
+        vr = "OB" if length == _UNDEFINED else _IMPLICIT_PIXEL_VR[tag]
+        value_offset = start + 8
+    elif header[4:6] in _LONG_LENGTH_VRS:
+        extra = fp.read(4)
+        if len(extra) < 4:
+            raise known.fail(FailureReason.CANNOT_UNDERSTAND, "the file is truncated")
+        (length,) = struct.unpack(endian + "L", extra)
+        vr = header[4:6].decode("ascii")
+        value_offset = start + 12
+    else:
+        (length,) = struct.unpack(endian + "H", header[6:8])
+        vr = header[4:6].decode("latin-1")
+        value_offset = start + 8
+    if not vr.isalpha() or not vr.isupper():
+        vr = _IMPLICIT_PIXEL_VR[tag]
+
+    if length == _UNDEFINED:
+        end = _skip_fragments(fp, value_offset, size, endian, known)
+    else:
+        end = value_offset + length
+        if end > size:
+            raise known.fail(
+                FailureReason.CANNOT_UNDERSTAND,
+                f"the file is truncated: Pixel Data declares {length} bytes, "
+                f"{max(size - value_offset, 0)} remain",
+            )
+    info = PixelDataInfo(
+        offset=value_offset,
+        length=None if length == _UNDEFINED else length,
+        vr=vr,
+        encapsulated=length == _UNDEFINED,
+        tag=tag,
+        deflated=deflated,
+    )
+    return info, end
+
+
+def _skip_fragments(fp: _BoundedReader, offset: int, size: int, endian: str, known: _Known) -> int:
+    """Walk the items of encapsulated pixel data (PS3.5 A.4); return the end offset."""
+    position = offset
+    item_format = endian + "HHL"
+    while True:
+        fp.seek(position)
+        header = fp.read(8)
+        if len(header) < 8:
+            raise known.fail(
+                FailureReason.CANNOT_UNDERSTAND,
+                "the file is truncated: encapsulated Pixel Data has no Sequence Delimiter",
+            )
+        group, element, length = struct.unpack(item_format, header)
+        tag = group << 16 | element
+        position += 8
+        if tag == _SEQUENCE_DELIMITER:
+            return position
+        if tag != _ITEM or length == _UNDEFINED:
+            raise known.fail(
+                FailureReason.CANNOT_UNDERSTAND,
+                f"malformed encapsulated Pixel Data at offset {position - 8} (PS3.5 A.4)",
+            )
+        position += length
+        if position > size:
+            raise known.fail(
+                FailureReason.CANNOT_UNDERSTAND,
+                "the file is truncated: a Pixel Data fragment runs past the end",
+            )
+
+
+def _read_trailing(
+    ds: FileDataset,
+    fp: _BoundedReader,
+    offset: int,
+    size: int,
+    pixel_tag: int,
+    defer: int,
+    notes: list[str],
+) -> None:
+    """Add the elements that follow the pixel data, if they parse as such."""
+    if offset >= size:
+        return
+    is_implicit, is_little = ds.original_encoding
+    fp.seek(offset)
+    try:
+        trailing = read_dataset(
+            fp.io,
+            bool(is_implicit),
+            bool(is_little),
+            defer_size=defer,
+            parent_encoding=ds.original_character_set,
+        )
+        elements = list(_raw_or_elements(trailing))
+        consumed = fp.tell() == size
+    except Exception:
+        elements, consumed = [], False
+    tags = [int(e.tag) for e in elements]
+    plausible = (
+        consumed
+        and bool(elements)
+        and tags == sorted(set(tags))
+        and tags[0] > pixel_tag
+        and all(
+            e.value_tell + e.length <= size
+            for e in elements
+            if isinstance(e, RawDataElement) and e.length != _UNDEFINED
+        )
+    )
+    if not plausible:
+        notes.append(f"{size - offset} bytes after the Pixel Data are not elements; ignored")
+        return
+    for elem in elements:
+        ds[elem.tag] = elem
+
+
+def _data_set_end(ds: Dataset) -> int | None:
+    """Where the element read last ends, if known (not for an undefined length)."""
+    last_position, end = -1, None
+    for tag in ds.keys():
+        elem = ds.get_item(tag, keep_deferred=True)
+        if isinstance(elem, RawDataElement):
+            position = elem.value_tell
+            elem_end = None if elem.length == _UNDEFINED else position + elem.length
+        else:
+            position, elem_end = getattr(elem, "file_tell", None), None
+        if position is not None and position > last_position:
+            last_position, end = position, elem_end
+    return end
+
+
+def _raw_or_elements(ds: Dataset) -> Iterator[Any]:
+    for tag in list(ds.keys()):
+        yield ds.get_item(tag, keep_deferred=True)
+
+
+def _small_int(ds: Dataset, keyword: str) -> int | None:
+    try:
+        value = ds.get(keyword)
+        number = int(value) if value is not None and value != "" else None
+    except Exception:
+        return None
+    if number is None or number < 0 or (isinstance(value, float) and value != number):
+        return None
+    return number
+
+
+def _frames(ds: Dataset, pixel: PixelDataInfo | None) -> int | None:
+    frames = _small_int(ds, "NumberOfFrames")
+    if frames is not None and frames >= 1:
+        return frames
+    return 1 if pixel is not None else None
