@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 
+from tessera.local._child import child_kwargs
 from tessera.shared.settings import Settings
 
 COMMANDS: dict[str, str] = {
@@ -58,7 +59,7 @@ class Cluster:
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
+            **child_kwargs(signal.SIGTERM),  # type: ignore[arg-type]  # dies with pytest
         )
         log.close()
 

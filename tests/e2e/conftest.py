@@ -47,30 +47,37 @@ def cluster(
         secret_access_key=s3_settings["s3_secret_access_key"],
         region=s3_settings["s3_region"],
     )
-    ports = {p: free_port() for p in ("router", "ingest", "index", "retrieve")}
     workdir = Path(tempfile.mkdtemp(prefix="tessera-e2e-"))
-    settings = Settings(
-        shard=f"e2e-{uuid.uuid4().hex[:8]}",
-        database_url=cluster_database,
-        redis_url=redis_url,
-        storage_url=f"s3://{bucket}",
-        **s3_settings,
-        spool_threshold=256 * 1024,
-        spool_dir=str(workdir),
-        index_timeout=8.0,
-        index_claim_idle=2.0,
-        router_port=ports["router"],
-        ingest_port=ports["ingest"],
-        index_port=ports["index"],
-        retrieve_port=ports["retrieve"],
-        ingest_url=f"http://127.0.0.1:{ports['ingest']}",
-        index_url=f"http://127.0.0.1:{ports['index']}",
-        retrieve_url=f"http://127.0.0.1:{ports['retrieve']}",
-        log_level="info",
-    )
-    c = Cluster(settings, workdir)
+    for attempt in range(3):  # a free port can be taken by someone else before we bind it
+        ports = {p: free_port() for p in ("router", "ingest", "index", "retrieve")}
+        settings = Settings(
+            shard=f"e2e-{uuid.uuid4().hex[:8]}",
+            database_url=cluster_database,
+            redis_url=redis_url,
+            storage_url=f"s3://{bucket}",
+            **s3_settings,
+            spool_threshold=256 * 1024,
+            spool_dir=str(workdir),
+            index_timeout=8.0,
+            index_claim_idle=2.0,
+            router_port=ports["router"],
+            ingest_port=ports["ingest"],
+            index_port=ports["index"],
+            retrieve_port=ports["retrieve"],
+            ingest_url=f"http://127.0.0.1:{ports['ingest']}",
+            index_url=f"http://127.0.0.1:{ports['index']}",
+            retrieve_url=f"http://127.0.0.1:{ports['retrieve']}",
+            log_level="info",
+        )
+        c = Cluster(settings, workdir)
+        try:
+            c.start_all()
+            break
+        except RuntimeError:
+            c.stop_all()
+            if attempt == 2:
+                raise
     try:
-        c.start_all()
         yield c
     finally:
         c.stop_all()

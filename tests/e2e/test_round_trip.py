@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -130,9 +131,19 @@ async def test_instances_come_back_byte_identical(stored, client):
         assert only[1] == path.read_bytes()
 
 
+def _normalize(value: dict) -> dict:
+    """PS3.18 F.2.5: an attribute with no value has no "Value" field; pydicom writes
+    ``"Value": []`` for an empty sequence. That one spelling difference is allowed."""
+    if value.get("Value") == []:
+        value = {k: v for k, v in value.items() if k != "Value"}
+    if value.get("vr") == "SQ" and "Value" in value:
+        value = {**value, "Value": [_non_bulk(item) for item in value["Value"]]}
+    return value
+
+
 def _non_bulk(doc: dict) -> dict:
     return {
-        tag: value
+        tag: _normalize(value)
         for tag, value in doc.items()
         if "BulkDataURI" not in value and "InlineBinary" not in value and tag != "7FE00010"
     }
@@ -143,7 +154,10 @@ async def test_metadata_equals_pydicom_json_of_the_original(stored, client, clus
         originals = {}
         for p in paths:
             ds = pydicom.dcmread(p)
-            originals[ds.SOPInstanceUID] = (ds.SeriesInstanceUID, _non_bulk(ds.to_json_dict()))
+            with warnings.catch_warnings():  # real files break VR rules (LO > 64 chars)
+                warnings.simplefilter("ignore", UserWarning)
+                reference = ds.to_json_dict()
+            originals[ds.SOPInstanceUID] = (ds.SeriesInstanceUID, _non_bulk(reference))
         series_uids = {s for s, _ in originals.values()}
         for se in series_uids:
             r = await client.get(f"/studies/{uid}/series/{se}/metadata")

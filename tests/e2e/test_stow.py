@@ -26,7 +26,8 @@ async def test_all_stored_is_200_and_searchable_at_once(client):
     doc = r.json()
     assert len(doc[REFERENCED]["Value"]) == 3 and FAILED not in doc
     item = doc[REFERENCED]["Value"][0]
-    assert item["00081190"]["Value"][0].startswith(str(client.base_url) + "/studies/" + study)
+    base = str(client.base_url).rstrip("/")
+    assert item["00081190"]["Value"][0].startswith(f"{base}/studies/{study}/series/")
     # read-your-writes: no waiting between the STOW answer and the search
     q = await client.get("/studies", params={"StudyInstanceUID": study})
     assert q.json()[0]["00201208"]["Value"] == [3]

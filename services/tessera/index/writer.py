@@ -78,14 +78,14 @@ async def _index_one(
             "conflict",
             f"SeriesInstanceUID {inst.series_instance_uid} belongs to study {owner}",
         )
-    md = _clean(inst.metadata)
+    md = _clean(inst.metadata)  # for columns and jsonb; the metadata text keeps every byte
     study_pk = await _upsert_study(conn, inst, md)
     series_pk = await _upsert_series(conn, inst, md, study_pk)
     pk = await conn.fetchval(
         """INSERT INTO instance (sop_instance_uid, series_pk, sop_class_uid, instance_number,
                instance_number_int, transfer_syntax_uid, rows, columns, number_of_frames,
-               storage_key, size, sha256, pixel_data, metadata)
-           VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13::text::jsonb,$14)
+               storage_key, size, sha256, pixel_data, metadata, attrs)
+           VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13::text::jsonb,$14,$15::text::jsonb)
            ON CONFLICT (sop_instance_uid) DO NOTHING RETURNING pk""",
         inst.sop_instance_uid,
         series_pk,
@@ -100,7 +100,8 @@ async def _index_one(
         inst.size,
         inst.sha256,
         _dumps_or_none(inst.pixel_data),
-        _dumps(md),
+        _dumps(inst.metadata),
+        _dumps(_instance_attrs(md)),
     )
     if pk is None:  # another worker inserted it after our SELECT: judge against theirs
         return await _index_one(conn, inst, policy, touched)
@@ -135,7 +136,8 @@ async def _index_existing(
     series_pk = await conn.fetchval(
         """UPDATE instance SET sop_class_uid=$2, instance_number=$3, instance_number_int=$4,
                transfer_syntax_uid=$5, rows=$6, columns=$7, number_of_frames=$8,
-               storage_key=$9, size=$10, sha256=$11, pixel_data=$12::text::jsonb, metadata=$13
+               storage_key=$9, size=$10, sha256=$11, pixel_data=$12::text::jsonb, metadata=$13,
+               attrs=$14::text::jsonb
             WHERE pk=$1 RETURNING series_pk""",
         row["pk"],
         inst.sop_class_uid,
@@ -149,7 +151,8 @@ async def _index_existing(
         inst.size,
         inst.sha256,
         _dumps_or_none(inst.pixel_data),
-        _dumps(md),
+        _dumps(inst.metadata),
+        _dumps(_instance_attrs(md)),
     )
     touched.series.add(series_pk)
     touched.studies.add(await conn.fetchval("SELECT study_pk FROM series WHERE pk=$1", series_pk))
@@ -248,6 +251,19 @@ async def _feed(conn: asyncpg.Connection, action: str, inst: IndexInstance) -> N
         inst.series_instance_uid,
         inst.sop_instance_uid,
     )
+
+
+def _instance_attrs(md: dict) -> dict:
+    """The instance-level attributes QIDO matches on: everything that is not a study or
+    series attribute and not bulk data (PS3.18 10.6.1.2 allows any attribute as a key)."""
+    return {
+        tag: value
+        for tag, value in md.items()
+        if tag not in STUDY_TAGS
+        and tag not in SERIES_TAGS
+        and "BulkDataURI" not in value
+        and "InlineBinary" not in value
+    }
 
 
 def _int_or_none(value: str) -> int | None:

@@ -3,7 +3,7 @@
 Values are always asyncpg ``$n`` arguments, never SQL text. Attributes with their own
 column (``study.study_date``, ``patient.patient_name``, ``series.modality``...) match on
 the column; the others on the level's DICOM JSON (``study.attrs``, ``series.attrs``,
-the instance's ``metadata``), where a multi-valued attribute matches on any value.
+the instance's ``attrs``), where a multi-valued attribute matches on any value.
 
 Matching per PS3.4 C.2.2.2, on the stored DICOM string forms:
 
@@ -73,7 +73,7 @@ ARRAYS: dict[str, str] = {
     "00080061": "st.modalities_in_study",
     "00080062": "st.sop_classes_in_study",
 }
-_ATTRS = {Level.STUDY: "st.attrs", Level.SERIES: "se.attrs", Level.INSTANCE: "i.metadata::jsonb"}
+_ATTRS = {Level.STUDY: "st.attrs", Level.SERIES: "se.attrs", Level.INSTANCE: "i.attrs"}
 _FROM = {
     Level.STUDY: "study st",
     Level.SERIES: "series se JOIN study st ON st.pk = se.study_pk",

@@ -1,0 +1,5 @@
+"""``python -m tessera.local`` is the ``tessera`` command."""
+
+from tessera.local.cli import main
+
+raise SystemExit(main())

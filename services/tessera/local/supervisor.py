@@ -1,0 +1,171 @@
+"""Run service processes side by side, prefix their output, and stop them together.
+
+Nothing is restarted: the first child that exits on its own is reported loudly and
+every other one is stopped (SIGTERM by PID, SIGKILL after a grace period), and
+:func:`supervise` returns 1. SIGINT/SIGTERM to the supervisor stop everything and
+it returns 0. Children run in their own sessions, so a Ctrl-C in the terminal reaches
+only the supervisor, which then stops them in reverse start order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TextIO
+
+import httpx
+
+from tessera.local._child import child_kwargs
+
+NAME_WIDTH = 13
+
+
+@dataclass(frozen=True)
+class Service:
+    """One child: a display name and its command line."""
+
+    name: str
+    argv: Sequence[str]
+
+    @classmethod
+    def module(cls, name: str, module: str) -> Service:
+        """``python -m module`` with this interpreter."""
+        return cls(name, [sys.executable, "-m", module])
+
+
+def say(message: str, name: str = "tessera", out: TextIO | None = None) -> None:
+    """One line of output, prefixed with ``name``."""
+    stream = out or sys.stdout
+    stream.write(f"{name:<{NAME_WIDTH}}| {message}\n")
+    stream.flush()
+
+
+async def _pump(name: str, stream: asyncio.StreamReader, out: TextIO | None) -> None:
+    """Copy a child's output line by line, prefixed (long lines are cut in 64 KiB pieces)."""
+    pending = b""
+    while chunk := await stream.read(65536):
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        if len(pending) >= 65536:
+            lines.append(pending)
+            pending = b""
+        for line in lines:
+            say(line.decode(errors="replace").rstrip("\r"), name, out)
+    if pending:
+        say(pending.decode(errors="replace"), name, out)
+
+
+async def _wait_ready(url: str, on_ready: Callable[[], None]) -> None:
+    """Poll ``url`` until it answers 200, then call ``on_ready`` once."""
+    async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
+        while True:
+            try:
+                if (await client.get(url)).status_code == 200:
+                    on_ready()
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.25)
+
+
+@dataclass
+class _Child:
+    service: Service
+    proc: asyncio.subprocess.Process
+    pump: asyncio.Task[None]  # copies its output
+    exited: asyncio.Task[int]  # its proc.wait()
+
+
+async def _spawn(service: Service, env: Mapping[str, str], out: TextIO | None) -> _Child:
+    proc = await asyncio.create_subprocess_exec(
+        *service.argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=dict(env),
+        **child_kwargs(signal.SIGTERM),  # type: ignore[arg-type]
+    )
+    assert proc.stdout is not None
+    say(f"started {service.name} (pid {proc.pid}): {' '.join(service.argv)}", out=out)
+    pump = asyncio.create_task(_pump(service.name, proc.stdout, out))
+    return _Child(service, proc, pump, asyncio.create_task(proc.wait()))
+
+
+async def _stop(children: list[_Child], grace: float, out: TextIO | None) -> None:
+    """SIGTERM each live child by PID (reverse start order), SIGKILL those that linger,
+    then let their output drain."""
+    for child in reversed(children):
+        if child.proc.returncode is None:
+            say(f"stopping {child.service.name} (pid {child.proc.pid})", out=out)
+            try:
+                os.kill(child.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    for child in children:
+        try:
+            await asyncio.wait_for(asyncio.shield(child.exited), grace)
+        except TimeoutError:
+            say(f"{child.service.name} ignored SIGTERM for {grace:.0f}s: SIGKILL", out=out)
+            os.kill(child.proc.pid, signal.SIGKILL)
+            await child.exited
+    pumps = [child.pump for child in children]
+    if pumps:  # grandchildren may hold a pipe open: do not wait for them forever
+        await asyncio.wait(pumps, timeout=2.0)
+
+
+def _report_exits(dead: list[_Child], out: TextIO | None) -> None:
+    bar = "!" * 72
+    say(bar, out=out)
+    for child in dead:
+        say(f"{child.service.name} (pid {child.proc.pid}) EXITED with code {child.proc.returncode}",
+            out=out)  # fmt: skip
+    names = ", ".join(repr(child.service.name) for child in dead)
+    say(f"Nothing is restarted: stopping every service. Lines prefixed {names} say why.", out=out)
+    say(bar, out=out)
+
+
+async def supervise(
+    services: Sequence[Service],
+    env: Mapping[str, str],
+    *,
+    ready_url: str | None = None,
+    on_ready: Callable[[], None] = lambda: None,
+    grace: float = 20.0,
+    out: TextIO | None = None,
+) -> int:
+    """Start ``services`` with environment ``env`` and watch them until one exits (-> 1)
+    or we get SIGINT/SIGTERM (-> 0). ``on_ready`` runs once ``ready_url`` answers 200."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    children: list[_Child] = []
+    watchers: list[asyncio.Task[object]] = [asyncio.create_task(stop.wait())]
+    try:
+        for service in services:
+            children.append(await _spawn(service, env, out))
+        if ready_url is not None:
+            watchers.append(asyncio.create_task(_wait_ready(ready_url, on_ready)))
+        await asyncio.wait(
+            [watchers[0], *(c.exited for c in children)], return_when=asyncio.FIRST_COMPLETED
+        )
+        dead = [c for c in children if c.exited.done()]
+        if dead:
+            await asyncio.wait([c.pump for c in dead], timeout=2.0)  # their last words first
+            _report_exits(dead, out)
+        else:
+            say("stop requested", out=out)
+        await _stop(children, grace, out)
+        return 1 if dead else 0
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await _stop(children, grace, out)  # no-op unless starting failed half-way
+        tasks: list[asyncio.Task[object]] = [*watchers, *(c.pump for c in children)]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
