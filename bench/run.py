@@ -1,0 +1,364 @@
+"""``make bench``: Tessera against Debian's Orthanc + DICOMweb plugin, same dataset, same run.
+
+Plan:
+
+1. Generate (or reuse from ``bench/.data``) a seeded synthetic dataset.
+2. STOW-RS, once per mode (instances per request × parallel clients, e.g. ``1x4``): each
+   mode stores the whole dataset into a *fresh, empty* target (new data folder, new
+   processes), one server running at a time, so every mode is measured under the same
+   conditions and no mode sees duplicates or a bigger index than another. Modes alternate
+   between the targets (Orthanc, Tessera, next mode...) so slow drift of the machine hits
+   both alike.
+3. The targets of the last mode, which now hold the dataset exactly once, stay up
+   together for the reads, whose requests alternate between them: QIDO-RS latency
+   (sequential, p50/p95), series ``/metadata`` latency and WADO-RS whole-study retrieval
+   with 4 studies in parallel.
+4. Tables to stdout and ``bench/results/latest.{md,json}``.
+
+With ``--tessera-url``/``--orthanc-url`` an already running server is used instead; it
+cannot be emptied between modes, so only the first STOW mode is measured there (and
+none if the dataset is already stored), then the reads.
+
+    .venv/bin/python bench/run.py --quick --orthanc-only
+    .venv/bin/python bench/run.py                       # 20 studies, both targets
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from bench import cluster, report, workloads
+from bench.dataset import GeneratedSet, Spec, ensure
+from bench.orthanc import OrthancProcess, start_orthanc
+
+OHIF_LIST = "limit=101&offset=0&fuzzymatching=false&includefield=00081030,00080060"
+DATE_RANGE = ("20190101", "20211231")
+WILDCARD = "smi"
+NOT_EMPTY = "a running server was given; it cannot be emptied first"
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class StowMode:
+    per_request: int
+    concurrency: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.per_request}x{self.concurrency}"
+
+    @classmethod
+    def parse(cls, text: str) -> StowMode:
+        per_request, _, concurrency = text.lower().partition("x")
+        return cls(int(per_request), int(concurrency))
+
+
+# --- targets --------------------------------------------------------------------------------
+
+
+def _scratch(workdir: Path | None) -> Path:
+    """A temporary folder every user can enter (PostgreSQL runs as ``postgres`` under root)."""
+    folder = Path(tempfile.mkdtemp(prefix="tessera-bench-", dir=workdir))
+    folder.chmod(0o711)
+    return folder
+
+
+@contextmanager
+def target(
+    name: str, args: argparse.Namespace, scratch: Path, facts: dict[str, Any]
+) -> Iterator[str]:
+    """The DICOMweb base URL of ``name``: the running server given on the command line, or
+    a fresh one of our own (started in a new folder under ``scratch``, stopped and deleted
+    afterwards). Versions and configuration go into ``facts``."""
+    external_url = args.orthanc_url if name == "orthanc" else args.tessera_url
+    if external_url:
+        workloads.check_loopback(external_url)
+        yield external_url.rstrip("/")
+        return
+    folder = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=scratch))
+    folder.chmod(0o711)
+    started = time.perf_counter()
+    server: OrthancProcess | cluster.TesseraCluster
+    if name == "orthanc":
+        server = start_orthanc(folder, overrides=args.orthanc_set)
+        facts["orthanc_config"] = server.config
+    else:
+        server = cluster.start_tessera(folder)
+    log(f"{name} up in {time.perf_counter() - started:.1f}s (pid {server.pid}, {folder})")
+    try:
+        facts["versions"].update(server.versions())
+        yield server.dicomweb_url
+    finally:
+        server.stop()
+        if not args.keep:
+            shutil.rmtree(folder, ignore_errors=True)
+        log(f"{name} stopped")
+
+
+# --- reads ----------------------------------------------------------------------------------
+
+
+def read_queries(data: GeneratedSet) -> dict[str, list[str]]:
+    """QIDO-RS searches, by name: OHIF's study list and its filters, then the drill-down."""
+    pairs = [(s.uid, se) for s in data.studies for se in s.series]
+    return {
+        "studies (OHIF list)": [f"/studies?{OHIF_LIST}"],
+        f"PatientName=*{WILDCARD}*": [f"/studies?{OHIF_LIST}&PatientName=*{WILDCARD}*"],
+        "StudyDate=2019-2021": [f"/studies?{OHIF_LIST}&StudyDate={'-'.join(DATE_RANGE)}"],
+        "series of a study": [f"/studies/{s.uid}/series" for s in data.studies],
+        "instances of a series": [f"/studies/{st}/series/{se}/instances" for st, se in pairs],
+    }
+
+
+def metadata_paths(data: GeneratedSet) -> list[str]:
+    return [f"/studies/{s.uid}/series/{se}/metadata" for s in data.studies for se in s.series]
+
+
+def expected_answers(data: GeneratedSet) -> dict[str, int]:
+    """What each search must return on a target holding the dataset exactly once
+    (patient names matched case-insensitively, as OHIF users type them)."""
+    studies = data.studies
+    return {
+        "studies (OHIF list)": min(101, len(studies)),
+        f"PatientName=*{WILDCARD}*": min(
+            101, sum(WILDCARD.upper() in s.patient_name.upper() for s in studies)
+        ),
+        "StudyDate=2019-2021": min(
+            101, sum(DATE_RANGE[0] <= s.study_date <= DATE_RANGE[1] for s in studies)
+        ),
+        "series of a study": sum(len(s.series) for s in studies),
+        "instances of a series": len(data.instances),
+        "series metadata": len(data.instances),
+    }
+
+
+async def measure_reads(
+    urls: dict[str, str], data: GeneratedSet, args: argparse.Namespace
+) -> dict[str, dict[str, Any]]:
+    """QIDO and metadata latency, then whole-study retrieval throughput, on every target in
+    ``urls`` (name -> DICOMweb root); requests and retrieval passes alternate between them."""
+    out: dict[str, dict[str, Any]] = {n: {"qido": {}, "metadata": {}} for n in urls}
+    searches = [("qido", q, paths) for q, paths in read_queries(data).items()]
+    searches.append(("metadata", "series metadata", metadata_paths(data)))
+    for section, query, paths in searches:
+        timed = await workloads.latency(urls, query, paths, args.repetitions, args.warmup)
+        for name, result in timed.items():
+            out[name][section][query] = result.summary()
+            log(f"  {name} {query}: p50 {result.p50:.2f} ms, p95 {result.p95:.2f} ms")
+    studies = [
+        workloads.StudyToRetrieve(s.uid, data.study_instances(s.uid), data.study_bytes(s.uid))
+        for s in data.studies
+    ]
+    totals = {n: workloads.Throughput("whole study", args.retrieve_concurrency) for n in urls}
+    for url in urls.values():
+        await workloads.retrieve(url, studies[:1], 1)  # warm-up, not timed
+    for n in range(args.retrieve_passes):
+        for name in list(urls) if n % 2 == 0 else reversed(urls):
+            pass_ = await workloads.retrieve(urls[name], studies, args.retrieve_concurrency)
+            totals[name].add(pass_)
+    for name, total in totals.items():
+        out[name]["retrieve"] = total.summary()
+        log(f"  {name} WADO whole study ×{args.retrieve_concurrency}: {total.mb_per_s:.1f} MB/s")
+    return out
+
+
+# --- the run --------------------------------------------------------------------------------
+
+
+async def measure_stow(
+    url: str, mode: StowMode, bodies: list[workloads.StowBody], node: dict[str, Any]
+) -> None:
+    """Store the dataset once with ``mode`` and check the target now holds all of it."""
+    result = await workloads.store(url, bodies, mode.concurrency)
+    node["stow"][mode.label] = result.summary()
+    log(
+        f"  STOW {mode.label}: {result.instances_per_s:.1f} inst/s, {result.mb_per_s:.1f} MB/s"
+        f" ({result.failures} failures)"
+    )
+    node["stored_after_stow"][mode.label] = await workloads.stored_counts(url)
+
+
+def _skeleton(
+    args: argparse.Namespace, spec: Spec, data: GeneratedSet, modes: list[StowMode], scratch: Path
+) -> dict[str, Any]:
+    """The results document before any measurement: plan, dataset, machine."""
+    names = [n for n in ("orthanc", "tessera") if n not in args.skip]
+    external = {"orthanc": args.orthanc_url, "tessera": args.tessera_url}
+    return {
+        "started": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv),
+        "plan": {
+            "stow_modes": [{"label": m.label, **asdict(m)} for m in modes],
+            "repetitions": args.repetitions,
+            "warmup": args.warmup,
+            "retrieve_concurrency": args.retrieve_concurrency,
+            "retrieve_passes": args.retrieve_passes,
+            "targets": names,
+            "external": {n: u for n, u in external.items() if u},
+            "orthanc_overrides": args.orthanc_set,
+        },
+        "dataset": {
+            **asdict(spec),
+            "key": spec.key,
+            "instances": len(data.instances),
+            "megabytes": data.total_bytes / workloads.MB,
+        },
+        "expected_answers": expected_answers(data),
+        "machine": report.machine_facts(scratch),
+        "versions": {},
+        "targets": {
+            n: {"url": None, "stow": {}, "stored_after_stow": {}, "notes": [], "problems": []}
+            for n in names
+        },
+    }
+
+
+def _check_stored(results: dict[str, Any], data: GeneratedSet) -> None:
+    """A problem for each STOW after which the archive does not hold the dataset once."""
+    want = (len(data.studies), len(data.instances))
+    for node in results["targets"].values():
+        for label, found in node["stored_after_stow"].items():
+            if tuple(found) != want:
+                node["problems"].append(
+                    f"after STOW {label} the archive reports {found[0]} studies and {found[1]} "
+                    f"instances, expected {want[0]} and {want[1]}"
+                )
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every measurement of the plan (see the module docstring); the results document."""
+    spec = Spec(studies=args.studies, seed=args.seed)
+    log(f"dataset {spec.key} ...")
+    data = ensure(spec)
+    modes: list[StowMode] = args.modes
+    scratch = _scratch(args.workdir)
+    results = _skeleton(args, spec, data, modes, scratch)
+    try:
+        for index, mode in enumerate(modes):
+            last = index == len(modes) - 1
+            bodies = workloads.stow_bodies(data.instances, mode.per_request)
+            with ExitStack() as kept:  # the last mode's targets stay up for the reads
+                urls: dict[str, str] = {}
+                for name, node in results["targets"].items():
+                    external = name in results["plan"]["external"]
+                    if external and 0 < index and not last:
+                        node["notes"].append(f"STOW {mode.label} not measured: {NOT_EMPTY}")
+                        continue
+                    with ExitStack() as this:
+                        url = (kept if last else this).enter_context(
+                            target(name, args, scratch, results)
+                        )
+                        node["url"] = urls[name] = url
+                        if external and (index > 0 or await _holds(url, data)):
+                            node["notes"].append(f"STOW {mode.label} not measured: {NOT_EMPTY}")
+                        else:
+                            log(f"{name}: STOW {mode.label} ({len(bodies)} requests)")
+                            await measure_stow(url, mode, bodies, node)
+                del bodies
+                if last:
+                    for name, measured in (await measure_reads(urls, data, args)).items():
+                        results["targets"][name].update(measured)
+    finally:
+        if not args.keep:
+            shutil.rmtree(scratch, ignore_errors=True)
+    results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    results["ratios"] = report.ratios(results)
+    _check_stored(results, data)
+    return results
+
+
+async def _holds(url: str, data: GeneratedSet) -> bool:
+    """True if the target already has the dataset's first study."""
+    first = data.studies[0].uid
+    async with workloads.client(url) as http:
+        answer = await http.get(
+            "/studies", params={"StudyInstanceUID": first}, headers={"Accept": workloads.DICOM_JSON}
+        )
+    return answer.status_code == 200 and bool(answer.content) and bool(answer.json())
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Benchmark Tessera against Orthanc + DICOMweb on the same dataset."
+    )
+    parser.add_argument("--quick", action="store_true", help="4 studies, 20 repetitions")
+    parser.add_argument("--studies", type=int, help="studies of 2 × 25 instances (default 20)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--stow-modes",
+        default="1x4,1x16,25x4",
+        help="comma-separated <instances per request>x<clients>; reads run after the last",
+    )
+    parser.add_argument("--repetitions", type=int, help="timed requests per search (50)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed requests per search")
+    parser.add_argument("--retrieve-concurrency", type=int, default=4)
+    parser.add_argument("--retrieve-passes", type=int, default=2, help="over every study")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--orthanc-only", action="store_true")
+    only.add_argument("--tessera-only", action="store_true")
+    parser.add_argument("--tessera-url", help="use this running Tessera DICOMweb root")
+    parser.add_argument("--orthanc-url", help="use this running Orthanc DICOMweb root")
+    parser.add_argument(
+        "--orthanc-set",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="change Orthanc's configuration, e.g. StorageAccessOnFind='\"Never\"' or "
+        "DicomWeb.SeriesMetadata='\"MainDicomTags\"' (repeatable; default: as packaged)",
+    )
+    parser.add_argument("--workdir", type=Path, help="where servers keep their data (/tmp)")
+    parser.add_argument("--keep", action="store_true", help="keep the servers' data folders")
+    parser.add_argument("--results", type=Path, default=report.RESULTS_DIR)
+    args = parser.parse_args(argv)
+    args.studies = args.studies or (4 if args.quick else 20)
+    args.repetitions = args.repetitions or (20 if args.quick else 50)
+    args.skip = {"tessera"} if args.orthanc_only else {"orthanc"} if args.tessera_only else set()
+    args.orthanc_set = dict(_key_json(item, parser) for item in args.orthanc_set)
+    try:
+        args.modes = [StowMode.parse(m) for m in args.stow_modes.split(",")]
+    except ValueError:
+        parser.error(f"--stow-modes {args.stow_modes!r}: expected e.g. 1x4,1x16,25x4")
+    if any(m.per_request < 1 or m.concurrency < 1 for m in args.modes):
+        parser.error("--stow-modes: both numbers must be at least 1")
+    return args
+
+
+def _key_json(item: str, parser: argparse.ArgumentParser) -> tuple[str, Any]:
+    key, _, value = item.partition("=")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        parser.error(f"--orthanc-set {item!r}: the value must be JSON (quote strings)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    results = asyncio.run(run(args))
+    json_path, md_path = report.write(results, args.results)
+    print(report.markdown(results))
+    log(f"written {md_path} and {json_path}")
+    return 1 if report.problems(results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
