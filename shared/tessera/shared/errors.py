@@ -7,6 +7,7 @@
     ├── NotFound                 404  no such study / series / instance / frame
     │   └── ObjectNotFound       404  storage has no object under that key
     ├── NotAcceptable            406  nothing in Accept can be produced
+    │   └── UnsupportedTransferSyntax  406  transcode cannot produce that syntax
     ├── Conflict                 409
     ├── PayloadTooLarge          413  a part or the whole body is over the limit
     ├── UnsupportedMediaType     415  request Content-Type is not one we take
@@ -50,6 +51,14 @@ class ObjectNotFound(NotFound):
 
 class NotAcceptable(TesseraError):
     status_code = 406
+
+
+class UnsupportedTransferSyntax(NotAcceptable):
+    """Transcode cannot convert to (or decode from) a Transfer Syntax (PS3.18 8.7).
+
+    Raised inside the transcode worker; Celery carries it back by module and class
+    name, so a retrieve that imports this module gets it as itself and answers 406.
+    """
 
 
 class Conflict(TesseraError):

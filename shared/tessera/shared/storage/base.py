@@ -13,6 +13,17 @@ def instance_key(sha256_hex: str) -> str:
     return f"instances/{sha256_hex[:2]}/{sha256_hex[2:4]}/{sha256_hex}.dcm"
 
 
+def derived_key(storage_key: str, transfer_syntax_uid: str) -> str:
+    """Key of an instance converted to another Transfer Syntax (the transcode cache).
+
+    ``derived/<sha256>/<TransferSyntaxUID>.dcm`` for an :func:`instance_key`; the stored
+    object's keys are immutable, so a derived key always names the same conversion of
+    the same bytes. Retrieve checks it before asking transcode, transcode writes it.
+    """
+    stem = storage_key.rsplit("/", 1)[-1].removesuffix(".dcm")
+    return f"derived/{stem}/{transfer_syntax_uid}.dcm"
+
+
 class ObjectStore(Protocol):
     async def put_file(self, key: str, fp: BinaryIO, size: int) -> None:
         """Store ``size`` bytes read from ``fp`` (at its current position) under ``key``.

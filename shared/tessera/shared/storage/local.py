@@ -10,10 +10,15 @@ import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from tessera.shared.errors import ObjectNotFound
 from tessera.shared.storage.base import CHUNK
+
+
+def _close_opened(opening: asyncio.Future[Any]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().close()
 
 
 class LocalStore:
@@ -67,10 +72,15 @@ class LocalStore:
     async def stream(
         self, key: str, start: int = 0, length: int | None = None, chunk_size: int = CHUNK
     ) -> AsyncIterator[bytes]:
+        opening = asyncio.ensure_future(asyncio.to_thread(open, self._path(key), "rb"))
         try:
-            f = await asyncio.to_thread(open, self._path(key), "rb")
+            f = await asyncio.shield(opening)
         except FileNotFoundError:
             raise ObjectNotFound(f"no object {key}") from None
+        except asyncio.CancelledError:
+            # the thread goes on and opens the file: close it then, not at garbage collection
+            opening.add_done_callback(_close_opened)
+            raise
         try:
             if start:
                 f.seek(start)

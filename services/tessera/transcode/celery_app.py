@@ -1,0 +1,64 @@
+"""The Celery app of the transcode workers (and the contract retrieve sends to).
+
+Broker and result backend are the shard's Redis (``settings.redis_url``). Tasks are
+acknowledged after they finish (``task_acks_late``) and one at a time per worker process
+(``worker_prefetch_multiplier=1``): a conversion can take seconds. A task whose worker
+process dies mid-way (a decoder crashing on a hostile file) is NOT redelivered: it fails
+with WorkerLostError and the retrieve that asked answers with an error, instead of the
+same file killing worker after worker forever. A time limit bounds a decoder that hangs.
+Results live an hour; the caller reads its result once and forgets it.
+
+Callers send by name, without importing this package: task
+``tessera.transcode.to_transfer_syntax`` on queue ``transcode``.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from tessera.shared.settings import Settings
+
+QUEUE = "transcode"
+
+
+class TranscodeCelery(Celery):
+    """A Celery app that carries the Tessera settings its tasks run with."""
+
+    tessera_settings: Settings
+
+
+def create_app(settings: Settings) -> TranscodeCelery:
+    app = TranscodeCelery(
+        "tessera",
+        broker=settings.redis_url,
+        backend=settings.redis_url,
+        include=["tessera.transcode.tasks"],
+    )
+    app.tessera_settings = settings
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=False,
+        task_time_limit=max(int(settings.transcode_timeout * 2), 30),
+        worker_prefetch_multiplier=1,
+        result_expires=3600,
+        task_default_queue=QUEUE,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        broker_connection_retry_on_startup=True,
+        # the future default: a task running when the broker connection drops is
+        # cancelled (its message is redelivered, as it was never acknowledged)
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+    )
+    return app
+
+
+def settings_of(app: Celery) -> Settings:
+    """The settings a task's app was created with (by :func:`create_app`)."""
+    settings = getattr(app, "tessera_settings", None)
+    if not isinstance(settings, Settings):
+        raise RuntimeError("transcode tasks run only in an app made by create_app(settings)")
+    return settings
+
+
+app = create_app(Settings.from_env())
