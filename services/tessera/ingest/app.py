@@ -36,7 +36,7 @@ def create_app(settings: Settings) -> Starlette:
         return {"queue_depth": str(await queue.depth())}
 
     routes = [
-        Route("/studies", stow, methods=["POST"]),
-        Route("/studies/{study}", stow, methods=["POST"]),
+        Route("/studies", stow.handle, methods=["POST"]),
+        Route("/studies/{study}", stow.handle, methods=["POST"]),
     ]
     return make_app(routes, lifespan=lifespan, ready=ready)

@@ -73,7 +73,7 @@ class StoreInstances:
         self.store = store
         self.queue = queue
 
-    async def __call__(self, request: Request) -> Response:
+    async def handle(self, request: Request) -> Response:
         study_uid = request.path_params.get("study")
         if study_uid is not None:
             check_uid(study_uid, "StudyInstanceUID")
@@ -264,7 +264,14 @@ def _pixel_data(parsed: ParsedInstance) -> dict[str, Any] | None:
     p = parsed.pixel_data
     if p is None:
         return None
-    return {"offset": p.offset, "length": p.length, "vr": p.vr, "encapsulated": p.encapsulated}
+    return {
+        "offset": p.offset,
+        "length": p.length,
+        "vr": p.vr,
+        "encapsulated": p.encapsulated,
+        "tag": p.tag,
+        "deflated": p.deflated,
+    }
 
 
 def _referenced(inst: IndexInstance, url: str, warning: int | None) -> dict[str, Any]:

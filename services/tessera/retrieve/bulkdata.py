@@ -1,0 +1,210 @@
+"""WADO-RS Retrieve Bulkdata (PS3.18 10.4.1.3; media types 8.7.3.3, Table 8.7.3-4).
+
+``GET /studies/{s}/series/{se}/instances/{i}/bulk/{tag_path}`` — the target of a
+BulkDataURI in the instance's metadata (tag paths as in :mod:`tessera.shared.dicomjson`:
+``7FE00010``, ``00540016/0/00181072``) — answers
+``multipart/related; type="application/octet-stream"`` with one part holding the value
+bytes as stored.
+
+* Pixel Data (7FE0,0010) is a ranged read of the stored object at the offsets the index
+  recorded (``instance.pixel_data``), nothing is parsed;
+* any other element is found by reading the object with pydicom — only the bytes before
+  Pixel Data when the element precedes it — and :func:`~tessera.shared.dicomjson.
+  resolve_tag_path`.
+
+The part's ``transfer-syntax`` says how the bytes are encoded: the stored (compressed)
+Transfer Syntax for encapsulated Pixel Data, Explicit VR Big Endian for values of an
+object stored in it, and otherwise Explicit VR Little Endian (a value's bytes are the same
+in Implicit and Explicit VR Little Endian, and in the inflated Deflated syntax).
+No conversion is done here (frames, rendered and Range requests are later work).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import struct
+from collections.abc import AsyncIterator
+
+from pydicom import dcmread
+from pydicom.charset import convert_encodings
+from pydicom.dataelem import DataElement
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from tessera.retrieve.context import Context, context
+from tessera.retrieve.negotiation import PartNegotiation, accept_ranges
+from tessera.retrieve.queries import StoredInstance, stored_instances, target_of
+from tessera.retrieve.streaming import OpenedPart, PartPipeline, open_part
+from tessera.retrieve.transcoding import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN as DEFLATED
+from tessera.retrieve.transcoding import (
+    EXPLICIT_VR_BIG_ENDIAN,
+    EXPLICIT_VR_LITTLE_ENDIAN,
+)
+from tessera.shared.dicomjson import parse_tag_path, quiet_pydicom, resolve_tag_path
+from tessera.shared.errors import NotFound, ObjectNotFound, TesseraError
+from tessera.shared.multipart import PartOut, multipart_content_type, new_boundary, write_parts
+from tessera.shared.refs import InstanceRef
+
+PART_TYPE = "application/octet-stream"
+PIXEL_DATA = 0x7FE00010
+
+
+def value_transfer_syntax(inst: StoredInstance, tag_path: str) -> str:
+    """The Transfer Syntax that describes the bytes of the value at ``tag_path``."""
+    pixel = inst.pixel_data or {}
+    if tag_path == f"{PIXEL_DATA:08X}" and pixel.get("encapsulated"):
+        return inst.transfer_syntax_uid
+    if inst.transfer_syntax_uid == EXPLICIT_VR_BIG_ENDIAN:
+        return EXPLICIT_VR_BIG_ENDIAN
+    return EXPLICIT_VR_LITTLE_ENDIAN
+
+
+async def retrieve_bulkdata(request: Request) -> Response:
+    """One bulk data value of an instance, as stored (PS3.18 10.4.1.3)."""
+    ctx = context(request)
+    target = target_of(request.path_params)
+    assert isinstance(target, InstanceRef)
+    tag_path = request.path_params["tag_path"].strip("/").upper()
+    try:
+        tag, parents = parse_tag_path(tag_path)
+    except ValueError:
+        raise NotFound(f"{tag_path!r} is not a bulk data tag path") from None
+    negotiation = PartNegotiation(accept_ranges(request), PART_TYPE)
+    if not negotiation.wanted:
+        raise negotiation.not_acceptable((), noun="bulk data value")
+    (inst,) = await stored_instances(ctx.pool, target)
+    stored_ts = value_transfer_syntax(inst, tag_path)
+    ts = negotiation.choose(stored_ts, lambda _stored, _wanted: False)
+    if ts is None:
+        raise negotiation.not_acceptable([stored_ts], noun="bulk data value")
+    content_type = f"{PART_TYPE}; transfer-syntax={ts}"
+    location = ctx.base_url(request) + f"{target.path}/bulk/{tag_path}"
+    boundary = new_boundary()
+    media_type = multipart_content_type(PART_TYPE, boundary)
+    pixel = inst.pixel_data
+    if (
+        tag != PIXEL_DATA
+        or parents
+        or not pixel
+        or pixel.get("tag", PIXEL_DATA) != PIXEL_DATA  # Float / Double Float Pixel Data
+        or inst.transfer_syntax_uid == DEFLATED  # offsets count inflated bytes
+    ):
+        body = await _read_value(ctx, inst, tag_path)
+        return StreamingResponse(
+            write_parts([PartOut(content_type, body, location)], boundary), media_type=media_type
+        )
+
+    async def open_pixel_data(inst: StoredInstance) -> OpenedPart:
+        try:
+            length = pixel.get("length")
+            return await open_part(
+                ctx.store,
+                inst.storage_key,
+                start=int(pixel["offset"]),
+                length=None if length is None else int(length),
+                # undefined length (encapsulated): the items, up to the delimiter
+                through=until_sequence_delimiter if length is None else None,
+                content_type=content_type,
+                content_location=location,
+            )
+        except ObjectNotFound:
+            raise TesseraError(f"the stored object {inst.storage_key} is missing") from None
+
+    pipeline = PartPipeline([inst], open_pixel_data)
+    await pipeline.start()
+    return pipeline.response(media_type, boundary)
+
+
+async def until_sequence_delimiter(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The items of an undefined-length value (PS3.5 7.5.2, A.4), streamed from its first
+    item tag up to, not including, the Sequence Delimitation Item (FFFE,E0DD).
+
+    Only item headers are parsed; fragment bytes pass through. Encapsulated syntaxes are
+    all little endian.
+    """
+    header = bytearray()
+    remaining = 0  # bytes of the current item's value still to pass
+    try:
+        async for chunk in chunks:
+            pos, size = 0, len(chunk)
+            while pos < size:
+                if remaining:
+                    take = min(remaining, size - pos)
+                    yield chunk if take == size else chunk[pos : pos + take]
+                    pos, remaining = pos + take, remaining - take
+                    continue
+                need = 8 - len(header)
+                header += chunk[pos : pos + need]
+                pos += min(need, size - pos)
+                if len(header) < 8:
+                    break
+                group, element, length = struct.unpack("<HHL", header)
+                if (group, element) == (0xFFFE, 0xE0DD):
+                    return
+                if (group, element) != (0xFFFE, 0xE000) or length == 0xFFFFFFFF:
+                    raise TesseraError(
+                        f"malformed encapsulated value: ({group:04X},{element:04X}) where an"
+                        " item was expected"
+                    )
+                yield bytes(header)
+                header.clear()
+                remaining = length
+        raise TesseraError("encapsulated value without a Sequence Delimitation Item")
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def _read_value(ctx: Context, inst: StoredInstance, tag_path: str) -> bytes:
+    """The stored bytes of the element at ``tag_path``, read with pydicom: only the bytes
+    before Pixel Data when the path starts before it (and the offsets are known)."""
+    pixel = inst.pixel_data
+    header_only = (
+        pixel is not None
+        and int(tag_path[:8], 16) < PIXEL_DATA
+        and inst.transfer_syntax_uid != DEFLATED
+    )
+    try:
+        if pixel is not None and header_only:
+            data = await ctx.store.get_bytes(inst.storage_key, 0, int(pixel["offset"]))
+        else:
+            data = await ctx.store.get_bytes(inst.storage_key)
+    except ObjectNotFound:
+        raise TesseraError(f"the stored object {inst.storage_key} is missing") from None
+    return await asyncio.to_thread(_value_bytes, data, tag_path, header_only)
+
+
+def _value_bytes(data: bytes, tag_path: str, header_only: bool) -> bytes:
+    with quiet_pydicom():
+        ds = dcmread(io.BytesIO(data), force=True, stop_before_pixels=header_only)
+    elem = resolve_tag_path(ds, tag_path)
+    if elem.value is None:
+        return b""
+    if isinstance(elem.value, bytes | bytearray):
+        return bytes(elem.value)
+    return _encode(elem, ds.get("SpecificCharacterSet"))
+
+
+def _encode(elem: DataElement, charset: str | list[str] | None) -> bytes:
+    """A decoded (non-binary) value back to its little endian encoding."""
+    fp = DicomBytesIO()
+    fp.is_little_endian = True
+    fp.is_implicit_VR = True
+    with quiet_pydicom():
+        write_data_element(fp, elem, convert_encodings(charset or "ISO_IR 6"))
+    return fp.getvalue()[8:]  # implicit VR header: tag (4) + length (4)
+
+
+routes = [
+    Route(
+        "/studies/{study}/series/{series}/instances/{instance}/bulk/{tag_path:path}",
+        retrieve_bulkdata,
+        methods=["GET"],
+        name="retrieve_bulkdata",
+    )
+]

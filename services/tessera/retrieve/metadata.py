@@ -1,0 +1,80 @@
+"""WADO-RS Retrieve Study, Series and Instance Metadata (PS3.18 10.4.1.2, Annex F).
+
+``GET .../metadata`` answers an ``application/dicom+json`` array with one DICOM JSON
+object per instance, in retrieval order. Nothing is parsed at request time: the index
+stores each instance's JSON as text, and the array is those texts joined with ``[``,
+``,`` and ``]``. The stored BulkDataURIs are root-relative (``"/studies/..."``); they are
+made absolute for the client with one bytes replace of ``"BulkDataURI":"/`` by
+``"BulkDataURI":"<public base URL>/``, exact because the index writes compact JSON, in
+which that sequence can only be the start of a BulkDataURI value (a quote inside a JSON
+string is escaped).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from tessera.retrieve.context import context
+from tessera.retrieve.negotiation import accept_ranges, metadata_media_type
+from tessera.retrieve.queries import metadata_texts, target_of
+
+_RELATIVE = b'"BulkDataURI":"/'
+_BATCH = 256 * 1024  # bytes handed to the server at once
+
+
+def absolute_bulkdata_uris(doc: bytes, base_url: str) -> bytes:
+    """``doc`` with root-relative BulkDataURIs prefixed by ``base_url`` (no trailing /)."""
+    prefix = json.dumps(base_url, ensure_ascii=False)[1:-1].encode()
+    return doc.replace(_RELATIVE, b'"BulkDataURI":"' + prefix + b"/")
+
+
+async def _array(texts: list[str], base_url: str) -> AsyncIterator[bytes]:
+    """``[`` text ``,`` text ... ``]`` in batches of about ``_BATCH`` bytes."""
+    batch = bytearray(b"[")
+    for i, text in enumerate(texts):
+        if i:
+            batch += b","
+        batch += absolute_bulkdata_uris(text.encode(), base_url)
+        if len(batch) >= _BATCH:
+            yield bytes(batch)
+            batch.clear()
+    batch += b"]"
+    yield bytes(batch)
+
+
+async def retrieve_metadata(request: Request) -> Response:
+    """Retrieve Study / Series / Instance Metadata, by the route's path parameters."""
+    ctx = context(request)
+    target = target_of(request.path_params)
+    media_type = metadata_media_type(accept_ranges(request))
+    texts = await metadata_texts(ctx.pool, target)
+    return StreamingResponse(_array(texts, ctx.base_url(request)), media_type=media_type)
+
+
+_SERIES = "/studies/{study}/series/{series}"
+
+routes = [
+    Route(
+        "/studies/{study}/metadata",
+        retrieve_metadata,
+        methods=["GET"],
+        name="retrieve_study_metadata",
+    ),
+    Route(
+        _SERIES + "/metadata",
+        retrieve_metadata,
+        methods=["GET"],
+        name="retrieve_series_metadata",
+    ),
+    Route(
+        _SERIES + "/instances/{instance}/metadata",
+        retrieve_metadata,
+        methods=["GET"],
+        name="retrieve_instance_metadata",
+    ),
+]

@@ -1,0 +1,182 @@
+"""Streaming multipart/related responses from object storage with bounded memory.
+
+A WADO-RS study can be gigabytes (PS3.18 10.4.1.1), so its parts are never buffered:
+each part's object is streamed chunk by chunk. To hide per-object latency (an S3 GET
+takes tens of milliseconds before its first byte) the :class:`PartPipeline` opens the
+next ``window`` parts (and asks for their conversions) while the current one is sent;
+each opened part holds one chunk, so a response holds about ``window + 1`` chunks.
+
+Whatever way the response ends (done, failed, client gone) the
+:class:`ClosingStreamingResponse` closes the open storage streams and cancels the
+look-ahead at once, rather than leaving them to the garbage collector.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
+from typing import Any, Generic, TypeVar
+
+from starlette.background import BackgroundTask
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from tessera.shared.multipart import PartOut, write_parts
+from tessera.shared.storage import ObjectStore
+
+T = TypeVar("T")
+
+DEFAULT_WINDOW = 2
+
+
+async def _aclose(it: object) -> None:
+    aclose = getattr(it, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """A StreamingResponse that closes its body and calls ``close`` however it ends."""
+
+    def __init__(
+        self,
+        content: AsyncIterator[bytes],
+        *,
+        close: Callable[[], Awaitable[None]],
+        media_type: str,
+        headers: dict[str, str] | None = None,
+        background: BackgroundTask | None = None,
+    ) -> None:
+        super().__init__(content, media_type=media_type, headers=headers, background=background)
+        self._close = close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await _aclose(self.body_iterator)
+            await self._close()
+
+
+class OpenedPart:
+    """One part's body: a storage stream whose first chunk has been read already."""
+
+    def __init__(self, stream: AsyncIterator[bytes], first: bytes, **part: Any) -> None:
+        self._stream = stream
+        self._first: bytes | None = first
+        self.part = PartOut(body=self, **part)
+
+    def __aiter__(self) -> OpenedPart:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._first is not None:
+            first, self._first = self._first, None
+            if first:
+                return first
+        return await anext(self._stream)
+
+    async def aclose(self) -> None:
+        await _aclose(self._stream)
+
+
+Filter = Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]]
+
+
+async def open_part(
+    store: ObjectStore,
+    key: str,
+    *,
+    start: int = 0,
+    length: int | None = None,
+    through: Filter | None = None,
+    **part: Any,
+) -> OpenedPart:
+    """Open ``key`` (or a byte range of it, passed ``through`` a filter) and read its
+    first chunk.
+
+    ``part`` are the :class:`PartOut` fields (``content_type``, ``content_location``,
+    ``headers``). Raises what the store raises for a missing object.
+    """
+    stream = store.stream(key, start, length)
+    if through is not None:
+        stream = through(stream)
+    try:
+        first = await anext(stream, b"")
+    except BaseException:
+        await _aclose(stream)
+        raise
+    return OpenedPart(stream, first, **part)
+
+
+class PartPipeline(Generic[T]):
+    """The parts of a response, opened up to ``window`` ahead of the one being sent."""
+
+    def __init__(
+        self,
+        items: Sequence[T],
+        open_one: Callable[[T], Coroutine[Any, Any, OpenedPart]],
+        window: int = DEFAULT_WINDOW,
+    ) -> None:
+        self._items: Iterator[T] = iter(items)
+        self._open = open_one
+        self._window = max(window, 1)
+        self._pending: deque[asyncio.Task[OpenedPart]] = deque()
+        self._current: OpenedPart | None = None
+        self._gen: AsyncIterator[PartOut] | None = None
+
+    def _fill(self) -> None:
+        while len(self._pending) < self._window:
+            item = next(self._items, None)
+            if item is None:
+                return
+            self._pending.append(asyncio.create_task(self._open(item)))
+
+    async def start(self) -> None:
+        """Open the first part now, so that its failure is the response's status."""
+        self._fill()
+        if self._pending:
+            try:
+                await self._pending[0]
+            except BaseException:
+                await self.aclose()
+                raise
+
+    def parts(self) -> AsyncIterator[PartOut]:
+        if self._gen is None:
+            self._gen = self._parts()
+        return self._gen
+
+    async def _parts(self) -> AsyncIterator[PartOut]:
+        self._fill()
+        while self._pending:
+            opened = await self._pending[0]
+            self._pending.popleft()
+            self._current = opened
+            self._fill()
+            yield opened.part
+            self._current = None
+            await opened.aclose()
+
+    async def aclose(self) -> None:
+        """Close the part being sent and everything opened ahead of it."""
+        if self._gen is not None:
+            await _aclose(self._gen)
+        if self._current is not None:
+            await self._current.aclose()
+            self._current = None
+        pending, self._pending = list(self._pending), deque()
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+        for task in pending:
+            if not task.cancelled() and task.exception() is None:
+                await task.result().aclose()
+
+    def response(self, media_type: str, boundary: str) -> ClosingStreamingResponse:
+        """The multipart/related response streaming these parts (PS3.18 8.7.5)."""
+        return ClosingStreamingResponse(
+            write_parts(self.parts(), boundary), close=self.aclose, media_type=media_type
+        )

@@ -1,0 +1,120 @@
+"""Retrieve's pure pieces: Accept negotiation (PS3.18 8.7.3, 8.7.5), BulkDataURI prefixing,
+and the encapsulated-value walker."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tessera.retrieve.bulkdata import until_sequence_delimiter
+from tessera.retrieve.metadata import absolute_bulkdata_uris
+from tessera.retrieve.negotiation import PartNegotiation, metadata_media_type
+from tessera.retrieve.transcoding import can_transcode
+from tessera.shared.errors import NotAcceptable, TesseraError
+from tessera.shared.mediatypes import parse_accept
+
+EVRLE = "1.2.840.10008.1.2.1"
+JPEG = "1.2.840.10008.1.2.4.50"
+J2K = "1.2.840.10008.1.2.4.90"
+RLE = "1.2.840.10008.1.2.5"
+DICOM = 'multipart/related; type="application/dicom"'
+
+
+def choose(accept: str | None, stored: str) -> str | None:
+    return PartNegotiation(parse_accept(accept), "application/dicom").choose(stored, can_transcode)
+
+
+@pytest.mark.parametrize(
+    ("accept", "stored", "sent"),
+    [
+        (None, JPEG, JPEG),  # no Accept: any representation, so as stored
+        ("*/*", JPEG, JPEG),
+        ("multipart/related", JPEG, JPEG),
+        (DICOM, EVRLE, EVRLE),
+        (DICOM, JPEG, EVRLE),  # absent transfer-syntax asks for Explicit VR LE: convert
+        (f"{DICOM}; transfer-syntax=*", JPEG, JPEG),
+        (f"{DICOM}; transfer-syntax={RLE}", JPEG, RLE),
+        (f"{DICOM}; transfer-syntax={J2K}", JPEG, None),  # transcode does not make J2K
+        (f"{DICOM}; transfer-syntax={J2K}", J2K, J2K),
+        ("multipart/related; type=application/dicom; transfer-syntax=*", J2K, J2K),
+        (f"{DICOM}; transfer-syntax={J2K}, {DICOM}; q=0.5", JPEG, EVRLE),
+        (f"{DICOM}; q=0.5, {DICOM}; transfer-syntax=*; q=0.5", JPEG, JPEG),  # tie: no work
+        (f"{DICOM}; q=0.9, {DICOM}; transfer-syntax=*; q=0.5", JPEG, EVRLE),
+        (f"*/*, {DICOM}; transfer-syntax={JPEG}; q=0", JPEG, None),
+        (f"*/*, {DICOM}; transfer-syntax=*; q=0", EVRLE, None),
+        ("application/dicom", EVRLE, None),
+        ('multipart/related; type="application/octet-stream"', EVRLE, None),
+        ("application/dicom+json", EVRLE, None),
+    ],
+)
+def test_transfer_syntax_chosen(accept, stored, sent):
+    assert choose(accept, stored) == sent
+
+
+def test_reasons_name_what_was_asked_and_what_is_stored():
+    n = PartNegotiation(parse_accept(f"{DICOM}; transfer-syntax={J2K}"), "application/dicom")
+    reason = n.not_acceptable([JPEG]).reason
+    assert J2K in reason and JPEG in reason
+    bare = PartNegotiation(parse_accept("application/dicom"), "application/dicom")
+    assert "multipart/related" in bare.not_acceptable([]).reason
+
+
+@pytest.mark.parametrize(
+    ("accept", "media_type"),
+    [
+        (None, "application/dicom+json"),
+        ("application/json", "application/json"),
+        ("application/dicom+json; q=0.5, application/json; q=0.9", "application/json"),
+        ("image/*, application/*; q=0.1", "application/dicom+json"),
+    ],
+)
+def test_metadata_media_type(accept, media_type):
+    assert metadata_media_type(parse_accept(accept)) == media_type
+
+
+@pytest.mark.parametrize(
+    "accept", ["application/dicom+xml", 'multipart/related; type="application/dicom+xml"']
+)
+def test_xml_metadata_is_not_supported(accept):
+    with pytest.raises(NotAcceptable, match="not supported"):
+        metadata_media_type(parse_accept(accept))
+
+
+def test_bulkdata_uris_made_absolute_and_nothing_else():
+    doc = (
+        b'{"7FE00010":{"vr":"OW","BulkDataURI":"/studies/1/bulk/7FE00010"},'
+        b'"00104000":{"vr":"LT","Value":["see \\"BulkDataURI\\":\\"/x"]}}'
+    )
+    out = absolute_bulkdata_uris(doc, 'https://h/"p"')
+    assert out.count(b"https://h") == 1
+    assert b'"BulkDataURI":"https://h/\\"p\\"/studies/1/bulk/7FE00010"' in out
+    assert b'see \\"BulkDataURI\\":\\"/x' in out
+
+
+def _item(data: bytes) -> bytes:
+    return struct.pack("<HHL", 0xFFFE, 0xE000, len(data)) + data
+
+
+async def _collect(chunks: list[bytes]) -> bytes:
+    async def source() -> AsyncIterator[bytes]:
+        for c in chunks:
+            yield c
+
+    return b"".join([b async for b in until_sequence_delimiter(source())])
+
+
+@pytest.mark.parametrize("size", [1, 3, 7, 8, 9, 1000])
+async def test_encapsulated_value_up_to_the_delimiter_in_any_chunking(size):
+    items = _item(b"") + _item(b"\x01" * 10) + _item(b"\xfe\xff\xdd\xe0" * 3)
+    stream = items + struct.pack("<HHL", 0xFFFE, 0xE0DD, 0) + b"trailing elements"
+    chunks = [stream[i : i + size] for i in range(0, len(stream), size)]
+    assert await _collect(chunks) == items
+
+
+async def test_encapsulated_value_without_delimiter_fails():
+    with pytest.raises(TesseraError, match="Delimitation"):
+        await _collect([_item(b"ab")])
+    with pytest.raises(TesseraError, match="malformed"):
+        await _collect([b"\x10\x00\x10\x00abcd"])
