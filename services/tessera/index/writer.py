@@ -177,7 +177,7 @@ async def _upsert_study(conn: asyncpg.Connection, inst: IndexInstance, md: dict)
         birth,
         text(md, "00100040"),
     )
-    return await conn.fetchval(  # type: ignore[no-any-return]
+    return await conn.fetchval(
         """INSERT INTO study (study_instance_uid, patient_pk, study_date, study_time,
                accession_number, study_id, study_description, referring_physician_name, attrs)
            VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9::text::jsonb)
@@ -198,7 +198,7 @@ async def _upsert_study(conn: asyncpg.Connection, inst: IndexInstance, md: dict)
 async def _upsert_series(
     conn: asyncpg.Connection, inst: IndexInstance, md: dict, study_pk: int
 ) -> int:
-    return await conn.fetchval(  # type: ignore[no-any-return]
+    return await conn.fetchval(
         """INSERT INTO series (series_instance_uid, study_pk, modality, series_number,
                series_description, performed_procedure_step_start_date,
                performed_procedure_step_start_time, attrs)
@@ -288,4 +288,4 @@ def _clean(metadata: dict) -> dict:
     raw = _dumps(metadata)
     if "\\u0000" not in raw:
         return metadata
-    return json.loads(raw.replace("\\u0000", ""))  # type: ignore[no-any-return]
+    return json.loads(raw.replace("\\u0000", ""))

@@ -21,7 +21,7 @@ import logging
 import uuid
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -251,7 +251,7 @@ class StoreInstances:
         return DicomJSONResponse(body, status_code=status, headers=headers)
 
 
-def _parse_and_hash(fp: BinaryIO) -> tuple[ParsedInstance, str]:
+def _parse_and_hash(fp: IO[bytes]) -> tuple[ParsedInstance, str]:
     digest = hashlib.sha256()
     fp.seek(0)
     while block := fp.read(1024 * 1024):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
@@ -116,7 +117,8 @@ class IndexConsumer:
         return await self._readgroup(">", count, int(block * 1000))
 
     async def _readgroup(self, start: str, count: int, block_ms: int | None) -> list[Delivery]:
-        resp = await self.redis.xreadgroup(
+        # RESP2 reply: [(stream, [(entry_id, {field: value}), ...]), ...]
+        resp: Any = await self.redis.xreadgroup(
             GROUP, self.consumer, {self.stream: start}, count=count, block=block_ms
         )
         out: list[Delivery] = []

@@ -8,7 +8,6 @@ starting at once) wait for each other instead of racing.
 from __future__ import annotations
 
 import asyncio
-import sys
 from importlib import resources
 
 import asyncpg
@@ -58,4 +57,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import BinaryIO, Protocol
+from typing import IO, Protocol
 
 CHUNK = 1024 * 1024
 
@@ -25,7 +25,7 @@ def derived_key(storage_key: str, transfer_syntax_uid: str) -> str:
 
 
 class ObjectStore(Protocol):
-    async def put_file(self, key: str, fp: BinaryIO, size: int) -> None:
+    async def put_file(self, key: str, fp: IO[bytes], size: int) -> None:
         """Store ``size`` bytes read from ``fp`` (at its current position) under ``key``.
 
         Atomic: a reader sees the whole object or nothing.

@@ -10,7 +10,7 @@ import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from tessera.shared.errors import ObjectNotFound
 from tessera.shared.storage.base import CHUNK
@@ -31,7 +31,7 @@ class LocalStore:
             raise ValueError(f"bad object key {key!r}")
         return self.root / key
 
-    def _write(self, key: str, fp: BinaryIO, size: int) -> None:
+    def _write(self, key: str, fp: IO[bytes], size: int) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".put-")
@@ -52,7 +52,7 @@ class LocalStore:
                 os.unlink(tmp)
             raise
 
-    async def put_file(self, key: str, fp: BinaryIO, size: int) -> None:
+    async def put_file(self, key: str, fp: IO[bytes], size: int) -> None:
         await asyncio.to_thread(self._write, key, fp, size)
 
     async def put_bytes(self, key: str, data: bytes) -> None:

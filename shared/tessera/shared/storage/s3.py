@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from aiobotocore.session import get_session
 from botocore.config import Config
@@ -57,7 +57,7 @@ class S3Store:
     def _k(self, key: str) -> str:
         return self.prefix + key
 
-    async def put_file(self, key: str, fp: BinaryIO, size: int) -> None:
+    async def put_file(self, key: str, fp: IO[bytes], size: int) -> None:
         s3 = await self._s3()
         if size <= _PART:
             await s3.put_object(Bucket=self.bucket, Key=self._k(key), Body=fp.read(size))
