@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import asyncpg
 import pytest
 
@@ -118,3 +120,36 @@ async def test_patients_sharing_an_id_are_not_merged(conn):
         ("P1", "Doe^John"),
         ("P1", "Roe^Jane"),
     ]
+
+
+async def test_a_series_stored_earlier_in_the_batch_is_still_owned_by_its_study(conn):
+    out = await index_instances(
+        conn,
+        [
+            _inst("1.1", sha="a" * 64),
+            _inst("1.2", sha="b" * 64),
+            _inst("2.1", study="1.2.826.0.1.9", sha="c" * 64),
+        ],
+    )
+    assert [o.outcome for o in out] == ["stored", "stored", "conflict"]
+    assert f"belongs to study {STUDY}" in out[2].reason
+    assert await conn.fetchval("SELECT number_of_instances FROM series") == 2
+    assert await conn.fetchval("SELECT count(*) FROM change_feed") == 2
+
+
+async def test_a_refused_instance_does_not_leave_its_new_series_behind(conn):
+    refused = replace(_inst("1.1", sha="a" * 64), rows=2**40)  # not an integer column value
+    out = await index_instances(conn, [refused, _inst("1.2", sha="b" * 64)])
+    assert [o.outcome for o in out] == ["failed", "stored"]
+    series = await conn.fetch("SELECT pk, number_of_instances FROM series")
+    assert [r["number_of_instances"] for r in series] == [1]
+    assert await conn.fetchval("SELECT count(*) FROM change_feed") == 1
+
+
+async def test_another_patient_in_a_series_of_the_batch_is_still_upserted(conn):
+    out = await index_instances(
+        conn, [_inst("1.1", sha="a" * 64), _inst("1.2", sha="b" * 64, name="Roe^Jane")]
+    )
+    assert [o.outcome for o in out] == ["stored", "stored"]
+    names = await conn.fetch("SELECT patient_name FROM patient ORDER BY patient_name")
+    assert [r["patient_name"] for r in names] == ["Doe^John", "Roe^Jane"]

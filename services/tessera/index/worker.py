@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 
 from tessera.index.writer import index_instances
 from tessera.shared.db.pool import create_pool
+from tessera.shared.levels import Layout
 from tessera.shared.messages import IndexJob, IndexReply, InstanceOutcome
 from tessera.shared.queue import Delivery, IndexConsumer
 from tessera.shared.settings import Settings
@@ -41,6 +42,7 @@ class IndexWorker:
     def __init__(self, settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis) -> None:
         self.settings = settings
         self.pool = pool
+        self.layout = Layout.parse(settings.qido_extra_attributes)
         self.consumer = IndexConsumer(
             redis, settings.shard, settings.index_consumer, settings.index_claim_idle
         )
@@ -76,10 +78,11 @@ class IndexWorker:
             # by one so the bad one fails alone instead of wedging the queue.
             log.exception("index batch failed; committing its %d job(s) one by one", len(jobs))
             outcomes = [await self._commit_alone(d.job) for d in jobs if d.job is not None]
+        replies = []
         for d, job_outcomes in zip(jobs, outcomes, strict=True):
             assert d.job is not None
-            await self.consumer.reply(d.job.reply_to, IndexReply(d.job.job_id, job_outcomes))
-        await self.consumer.ack([d.entry_id for d in deliveries])
+            replies.append((d.job.reply_to, IndexReply(d.job.job_id, job_outcomes)))
+        await self.consumer.reply_and_ack(replies, [d.entry_id for d in deliveries])
 
     async def _commit_alone(self, job: IndexJob) -> tuple[InstanceOutcome, ...]:
         try:
@@ -104,7 +107,7 @@ class IndexWorker:
                 out.extend(await self._commit([job]))
             return out
         instances = [inst for job in jobs for inst in job.instances]
-        flat = await index_instances(self.pool, instances, policies.pop())
+        flat = await index_instances(self.pool, instances, policies.pop(), self.layout)
         result, i = [], 0
         for job in jobs:
             result.append(tuple(flat[i : i + len(job.instances)]))
@@ -133,7 +136,14 @@ def main() -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
-    asyncio.run(main_async(settings))
+    # uvloop (a dependency, as for the HTTP services) makes each asyncpg and Redis round
+    # trip cheaper; plain asyncio where it cannot be imported
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main_async(settings))
+    else:
+        uvloop.run(main_async(settings))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 Both bodies are streamed, never held: a STOW-RS upload (PS3.18 10.5) of gigabytes goes
 up chunk by chunk as the client sends it, and a WADO-RS multipart (PS3.18 10.4) comes
-down chunk by chunk as the shard produces it, still content-encoded (``aiter_raw``).
+down chunk by chunk as the shard produces it, still content-encoded (``aiter_raw``). An
+answer of at most ``WHOLE_BODY_LIMIT`` bytes with a Content-Length is read whole and then
+sent in one piece.
 
 Headers are end-to-end except the hop-by-hop ones (RFC 9110 7.6.1): Accept, Range,
 Authorization, If-None-Match... go up; Content-Type, ETag, Warning (QIDO-RS, PS3.18
@@ -60,6 +62,9 @@ _NOT_DOWN = HOP_BY_HOP | {"date", "server"}
 
 # Seconds a client is told to wait before retrying when a shard is down (RFC 9110 10.2.3).
 RETRY_AFTER = 5
+# An answer with a Content-Length up to this (a QIDO result, a STOW answer, metadata) is
+# read whole and sent in one piece: streaming it would cost more than its bytes do.
+WHOLE_BODY_LIMIT = 64 * 1024
 
 
 def _dropped(headers: list[tuple[bytes, bytes]], always: frozenset[str]) -> set[bytes]:
@@ -155,6 +160,8 @@ class Proxy:
         )
         try:
             upstream = await self.client.send(outgoing, stream=True)
+            if _is_small(upstream):
+                return await _whole(upstream)
         except ClientDisconnect:
             log.info("%s %s: client went away during the upload", request.method, base_url)
             return Response(status_code=400)
@@ -164,3 +171,20 @@ class Proxy:
                 f"{base_url} is unreachable ({detail})", retry_after=RETRY_AFTER
             ) from None
         return UpstreamResponse(upstream)
+
+
+def _is_small(upstream: httpx.Response) -> bool:
+    length = upstream.headers.get("content-length", "")
+    return length.isdigit() and int(length) <= WHOLE_BODY_LIMIT
+
+
+async def _whole(upstream: httpx.Response) -> Response:
+    """The shard's answer read to its end (still content-encoded), as one response."""
+    try:
+        body = b"".join([chunk async for chunk in upstream.aiter_raw()])
+    finally:
+        with anyio.CancelScope(shield=True):
+            await upstream.aclose()
+    response = Response(body, status_code=upstream.status_code)
+    response.raw_headers = downstream_headers(upstream)
+    return response

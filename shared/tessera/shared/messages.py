@@ -7,7 +7,7 @@ Services import this module, never each other. A message is JSON on the wire wit
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 INDEX_JOB_VERSION = 1
@@ -34,7 +34,9 @@ class IndexInstance:
     number_of_frames: int | None = None
     rows: int | None = None
     columns: int | None = None
-    pixel_data: dict[str, Any] | None = None  # {"offset", "length", "vr", "encapsulated"}
+    # ParsedInstance.pixel_data_json(): {"offset", "length", "vr", "encapsulated", "tag",
+    # "deflated"} and the frame index (tessera.shared.frameindex)
+    pixel_data: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,10 @@ class IndexJob:
     v: int = INDEX_JOB_VERSION
 
     def dumps(self) -> bytes:
-        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":")).encode()
+        # what asdict() gives, without its deep copy of every instance's metadata
+        doc = {f.name: getattr(self, f.name) for f in fields(self)}
+        doc["instances"] = [{f.name: getattr(i, f.name) for f in fields(i)} for i in self.instances]
+        return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
 
     @classmethod
     def loads(cls, raw: bytes | str) -> IndexJob:

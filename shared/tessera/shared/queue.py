@@ -137,18 +137,25 @@ class IndexConsumer:
 
     async def ack(self, entry_ids: list[str]) -> None:
         """Acknowledge and drop processed jobs (call only after their commit)."""
-        if not entry_ids:
-            return
-        async with self.redis.pipeline(transaction=True) as p:
-            p.xack(self.stream, GROUP, *entry_ids)
-            p.xdel(self.stream, *entry_ids)
-            await p.execute()
+        await self.reply_and_ack([], entry_ids)
 
     async def reply(self, reply_to: str, reply: IndexReply) -> None:
-        key = reply_to
+        await self.reply_and_ack([(reply_to, reply)], [])
+
+    async def reply_and_ack(
+        self, replies: list[tuple[str, IndexReply]], entry_ids: list[str]
+    ) -> None:
+        """Answer each ``(reply_to, reply)``, then acknowledge and drop ``entry_ids``: one
+        MULTI/EXEC, so one round trip for a whole batch (call only after its commit)."""
+        if not replies and not entry_ids:
+            return
         async with self.redis.pipeline(transaction=True) as p:
-            p.rpush(key, reply.dumps())
-            p.expire(key, REPLY_TTL)
+            for key, reply in replies:
+                p.rpush(key, reply.dumps())
+                p.expire(key, REPLY_TTL)
+            if entry_ids:
+                p.xack(self.stream, GROUP, *entry_ids)
+                p.xdel(self.stream, *entry_ids)
             await p.execute()
 
 
