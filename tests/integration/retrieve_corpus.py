@@ -48,10 +48,7 @@ def describe(path: Path) -> tuple[Stored, IndexInstance]:
     """What ingest sends the index for this file (parse_instance, as STOW-RS does)."""
     data = path.read_bytes()
     parsed = parse_instance(io.BytesIO(data))
-    p = parsed.pixel_data
-    pixel = None
-    if p is not None:  # the shape ingest gives the index
-        pixel = {"offset": p.offset, "length": p.length, "vr": p.vr, "encapsulated": p.encapsulated}
+    pixel = parsed.pixel_data_json()  # what ingest gives the index
     stored = Stored(
         path,
         data,

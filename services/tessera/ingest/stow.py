@@ -161,7 +161,7 @@ class StoreInstances:
             number_of_frames=parsed.number_of_frames,
             rows=parsed.rows,
             columns=parsed.columns,
-            pixel_data=_pixel_data(parsed),
+            pixel_data=parsed.pixel_data_json(),
         )
         job = IndexJob(
             job_id=uuid.uuid4().hex,
@@ -258,20 +258,6 @@ def _parse_and_hash(fp: IO[bytes]) -> tuple[ParsedInstance, str]:
         digest.update(block)
     fp.seek(0)
     return parse_instance(fp), digest.hexdigest()
-
-
-def _pixel_data(parsed: ParsedInstance) -> dict[str, Any] | None:
-    p = parsed.pixel_data
-    if p is None:
-        return None
-    return {
-        "offset": p.offset,
-        "length": p.length,
-        "vr": p.vr,
-        "encapsulated": p.encapsulated,
-        "tag": p.tag,
-        "deflated": p.deflated,
-    }
 
 
 def _referenced(inst: IndexInstance, url: str, warning: int | None) -> dict[str, Any]:

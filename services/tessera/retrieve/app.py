@@ -8,6 +8,10 @@ Routes (the router proxies them under the public DICOMweb prefix, with
     GET /studies/{study}/series/{series}/instances/{instance}  retrieve_instance
     GET .../metadata (study, series, instance)                 retrieve_*_metadata
     GET .../instances/{instance}/bulk/{tag_path}               retrieve_bulkdata
+    GET .../instances/{instance}/frames/{frame_list}           retrieve_frames
+    GET .../rendered, .../thumbnail (study, series, instance,  retrieve_*_rendered,
+        frames; PS3.18 10.4.1.1.3-4)                            retrieve_*_thumbnail
+    GET /wado (WADO-URI, PS3.18 9)                             wado_uri
     GET /healthz, /readyz
 
 The lifespan opens the PostgreSQL pool and the object store, and builds the Celery
@@ -21,8 +25,9 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 
-from tessera.retrieve import bulkdata, instances, metadata
+from tessera.retrieve import bulkdata, frames, instances, metadata, rendered, wado_uri
 from tessera.retrieve.context import Context
+from tessera.retrieve.renderer import Renderer
 from tessera.retrieve.transcoding import Transcoder, celery_client
 from tessera.shared.db.pool import create_pool
 from tessera.shared.http import make_app
@@ -38,7 +43,8 @@ def create_app(settings: Settings) -> Starlette:
         pool = await create_pool(settings.database_url)
         store = open_store(settings)
         transcoder = Transcoder(settings, celery_client(settings), store)
-        ctx = Context(settings, pool, store, transcoder)
+        renderer = Renderer(settings, transcoder.celery_app, store)
+        ctx = Context(settings, pool, store, transcoder, renderer=renderer)
         app.state.retrieve = state["ctx"] = ctx
         try:
             yield
@@ -56,5 +62,14 @@ def create_app(settings: Settings) -> Starlette:
         return {"database": "ok", "storage": "ok"}
 
     return make_app(
-        [*instances.routes, *metadata.routes, *bulkdata.routes], lifespan=lifespan, ready=ready
+        [
+            *instances.routes,
+            *metadata.routes,
+            *bulkdata.routes,
+            *frames.routes,
+            *rendered.routes,
+            *wado_uri.routes,
+        ],
+        lifespan=lifespan,
+        ready=ready,
     )

@@ -119,12 +119,15 @@ async def retrieve_bulkdata(request: Request) -> Response:
     return pipeline.response(media_type, boundary)
 
 
-async def until_sequence_delimiter(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def until_sequence_delimiter(
+    chunks: AsyncIterator[bytes], *, values_only: bool = False
+) -> AsyncIterator[bytes]:
     """The items of an undefined-length value (PS3.5 7.5.2, A.4), streamed from its first
     item tag up to, not including, the Sequence Delimitation Item (FFFE,E0DD).
 
     Only item headers are parsed; fragment bytes pass through. Encapsulated syntaxes are
-    all little endian.
+    all little endian. With ``values_only`` the item headers are dropped too and the
+    stream may end after any whole item (a frame's fragments, read as one range).
     """
     header = bytearray()
     remaining = 0  # bytes of the current item's value still to pass
@@ -150,9 +153,12 @@ async def until_sequence_delimiter(chunks: AsyncIterator[bytes]) -> AsyncIterato
                         f"malformed encapsulated value: ({group:04X},{element:04X}) where an"
                         " item was expected"
                     )
-                yield bytes(header)
+                if not values_only:
+                    yield bytes(header)
                 header.clear()
                 remaining = length
+        if values_only and not header and not remaining:
+            return
         raise TesseraError("encapsulated value without a Sequence Delimitation Item")
     finally:
         aclose = getattr(chunks, "aclose", None)

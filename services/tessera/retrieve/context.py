@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import asyncpg
 from starlette.requests import Request
 
+from tessera.retrieve.renderer import Renderer
 from tessera.retrieve.transcoding import Transcoder
 from tessera.shared.http import public_base_url
 from tessera.shared.settings import Settings
@@ -19,6 +20,7 @@ class Context:
     pool: asyncpg.Pool
     store: ObjectStore
     transcoder: Transcoder
+    renderer: Renderer
 
     def base_url(self, request: Request) -> str:
         """The public DICOMweb base URL, as the client sees it (no trailing slash)."""

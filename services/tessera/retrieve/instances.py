@@ -7,7 +7,7 @@ as ``Content-Location``. An instance whose stored Transfer Syntax is acceptable 
 byte for byte as stored; otherwise transcode converts it (see :mod:`.negotiation` for the
 Accept rules). Nothing is refused half-way on Accept grounds: every instance's
 representation is decided before the first byte, and a 406 names what was asked and
-what is stored.
+what is stored. ETag and Cache-Control: :mod:`.caching` (a 304 opens nothing).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tessera.retrieve.caching import cache_headers, entity_tag, matches, not_modified
 from tessera.retrieve.context import context
 from tessera.retrieve.negotiation import PartNegotiation, accept_ranges
 from tessera.retrieve.queries import StoredInstance, stored_instances, target_of
@@ -46,6 +47,10 @@ async def retrieve_instances(request: Request) -> Response:
     if refused:
         raise negotiation.not_acceptable(refused)
     base = ctx.base_url(request)
+    parts = [(i.sha256, plan[i.transfer_syntax_uid]) for i in instances]
+    headers = cache_headers(ctx.settings, target, entity_tag("instances", parts, base))
+    if matches(request, headers["ETag"]):
+        return not_modified(headers)
 
     async def open_one(inst: StoredInstance) -> OpenedPart:
         ts = plan[inst.transfer_syntax_uid]
@@ -65,7 +70,9 @@ async def retrieve_instances(request: Request) -> Response:
     pipeline = PartPipeline(instances, open_one)
     await pipeline.start()
     boundary = new_boundary()
-    return pipeline.response(multipart_content_type(PART_TYPE, boundary), boundary)
+    response = pipeline.response(multipart_content_type(PART_TYPE, boundary), boundary)
+    response.headers.update(headers)
+    return response
 
 
 _INSTANCE = "/studies/{study}/series/{series}/instances/{instance}"

@@ -8,6 +8,10 @@ made absolute for the client with one bytes replace of ``"BulkDataURI":"/`` by
 ``"BulkDataURI":"<public base URL>/``, exact because the index writes compact JSON, in
 which that sequence can only be the start of a BulkDataURI value (a quote inside a JSON
 string is escaped).
+
+ETag and Cache-Control: :mod:`.caching`. The tag is made from the SHA-256 of the stored
+objects of the instances the response lists; a request with If-None-Match reads those
+digests first and answers 304 without reading any metadata text.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from tessera.retrieve.caching import cache_headers, entity_tag, matches, not_modified
 from tessera.retrieve.context import context
 from tessera.retrieve.negotiation import accept_ranges, metadata_media_type
-from tessera.retrieve.queries import metadata_texts, target_of
+from tessera.retrieve.queries import instance_digests, metadata_rows, target_of
 
 _RELATIVE = b'"BulkDataURI":"/'
 _BATCH = 256 * 1024  # bytes handed to the server at once
@@ -52,8 +57,25 @@ async def retrieve_metadata(request: Request) -> Response:
     ctx = context(request)
     target = target_of(request.path_params)
     media_type = metadata_media_type(accept_ranges(request))
-    texts = await metadata_texts(ctx.pool, target)
-    return StreamingResponse(_array(texts, ctx.base_url(request)), media_type=media_type)
+    base = ctx.base_url(request)
+    if request.headers.get("if-none-match"):  # revalidation: the digests alone decide
+        digests = await instance_digests(ctx.pool, target)
+        headers = cache_headers(ctx.settings, target, _etag(digests, media_type, base))
+        if matches(request, headers["ETag"]):
+            return not_modified(headers)
+    rows = await metadata_rows(ctx.pool, target)
+    etag = _etag([digest for digest, _ in rows], media_type, base)
+    return StreamingResponse(
+        _array([text for _, text in rows], base),
+        media_type=media_type,
+        headers=cache_headers(ctx.settings, target, etag),
+    )
+
+
+def _etag(digests: list[str], media_type: str, base_url: str) -> str:
+    """The validator of a metadata response: its instances' objects, in order (their
+    number with them), the media type and the base of the BulkDataURIs."""
+    return entity_tag("metadata", len(digests), digests, media_type, base_url)
 
 
 _SERIES = "/studies/{study}/series/{series}"

@@ -39,7 +39,9 @@ class StoredInstance:
     transfer_syntax_uid: str
     storage_key: str
     size: int
-    pixel_data: dict[str, Any] | None  # {"offset", "length", "vr", "encapsulated"}
+    pixel_data: dict[str, Any] | None  # ParsedInstance.pixel_data_json(): where, frame index
+    sha256: str = ""  # of the stored object: names its bytes (ETags)
+    number_of_frames: int | None = None
 
 
 def target_of(path_params: Mapping[str, Any]) -> Target:
@@ -70,7 +72,8 @@ async def stored_instances(pool: asyncpg.Pool, target: Target) -> list[StoredIns
     where, args = _where(target)
     sql = (
         "SELECT st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid,"
-        " i.transfer_syntax_uid, i.storage_key, i.size, i.pixel_data" + _FROM + where + _ORDER
+        " i.transfer_syntax_uid, i.storage_key, i.size, i.pixel_data, i.sha256,"
+        " i.number_of_frames" + _FROM + where + _ORDER
     )
     async with pool.acquire() as conn:
         rows = await conn.fetch(sql, *args)
@@ -83,20 +86,32 @@ async def stored_instances(pool: asyncpg.Pool, target: Target) -> list[StoredIns
             storage_key=r["storage_key"],
             size=r["size"],
             pixel_data=r["pixel_data"],
+            sha256=r["sha256"],
+            number_of_frames=r["number_of_frames"],
         )
         for r in rows
     ]
 
 
-async def metadata_texts(pool: asyncpg.Pool, target: Target) -> list[str]:
-    """The stored DICOM JSON text of each instance of ``target``, in retrieval order."""
+async def metadata_rows(pool: asyncpg.Pool, target: Target) -> list[tuple[str, str]]:
+    """(SHA-256 of the stored object, DICOM JSON text) of each instance of ``target``."""
+    return [(r[0], r[1]) for r in await _fetch(pool, target, "i.sha256, i.metadata")]
+
+
+async def instance_digests(pool: asyncpg.Pool, target: Target) -> list[str]:
+    """The SHA-256 of each instance of ``target``'s stored object, in retrieval order:
+    what a validator (ETag) of the target's metadata is made from, read without it."""
+    return [r[0] for r in await _fetch(pool, target, "i.sha256")]
+
+
+async def _fetch(pool: asyncpg.Pool, target: Target, columns: str) -> list[asyncpg.Record]:
     where, args = _where(target)
-    sql = "SELECT i.metadata" + _FROM + where + _ORDER
+    sql = f"SELECT {columns}" + _FROM + where + _ORDER
     async with pool.acquire() as conn:
         rows = await conn.fetch(sql, *args)
         if not rows:
             raise await explain_not_found(conn, target)
-    return [r[0] for r in rows]
+    return list(rows)
 
 
 async def explain_not_found(conn: asyncpg.Connection, target: Target) -> NotFound:

@@ -7,26 +7,39 @@ key first, sends the task by name only when it is missing (retrieve never import
 transcode service) and waits for it in a thread, off the event loop.
 
 Contract with the workers: task ``tessera.transcode.to_transfer_syntax`` on queue
-``transcode``, args ``(storage_key, target_ts)``, result the derived key. Failures map
+``transcode``, args ``(storage_key, target_ts)``, result the derived key; for one frame
+(PS3.18 10.4.1.1.x), task ``tessera.transcode.frame_to_transfer_syntax``, args
+``(storage_key, frame_number, target_ts)``, result the
+:func:`~tessera.shared.storage.derived_frame_key`. Failures map
 onto the error tree: the queue down or a result not in time is 503 (try again), a
 conversion the workers refuse (:class:`UnsupportedTransferSyntax`, carried back by
-Celery as itself) is 406, anything else the workers raise is 500.
+Celery as itself) is 406, a frame the object does not have 404, anything else the
+workers raise is 500.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import celery
 import celery.exceptions
 import kombu.exceptions
 import redis.exceptions
 
-from tessera.shared.errors import NotAcceptable, ServiceUnavailable, TesseraError
+from tessera.shared.errors import (
+    NotAcceptable,
+    NotFound,
+    ObjectNotFound,
+    ServiceUnavailable,
+    TesseraError,
+)
 from tessera.shared.settings import Settings
-from tessera.shared.storage import ObjectStore, derived_key
+from tessera.shared.storage import ObjectStore, derived_frame_key, derived_key
 
 TASK_NAME = "tessera.transcode.to_transfer_syntax"
+FRAME_TASK_NAME = "tessera.transcode.frame_to_transfer_syntax"
 QUEUE = "transcode"
 
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
@@ -70,6 +83,15 @@ def can_transcode(source_ts: str, target_ts: str) -> bool:
     return source_ts != target_ts and source_ts in DECODABLE and target_ts in TARGETS
 
 
+# What the frame task produces: a frame's native pixel data (PS3.18 Table 8.7.3-4).
+FRAME_TARGETS: frozenset[str] = frozenset({EXPLICIT_VR_LITTLE_ENDIAN})
+
+
+def can_transcode_frame(source_ts: str, target_ts: str) -> bool:
+    """True if a frame stored in ``source_ts`` can be decoded to ``target_ts``."""
+    return source_ts != target_ts and source_ts in DECODABLE and target_ts in FRAME_TARGETS
+
+
 # A Redis that is down must give a prompt 503, not a request held for Celery's default
 # ~20 reconnection attempts: few retries, short connect timeouts (seconds).
 _RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
@@ -107,10 +129,19 @@ async def transcoded_key(
     Sends ``tessera.transcode.to_transfer_syntax(storage_key, target_ts)`` by name and
     waits up to ``settings.transcode_timeout`` seconds in a worker thread.
     """
+    return await _run_task(
+        settings, celery_app, TASK_NAME, (storage_key, target_ts), f"transcode to {target_ts}"
+    )
+
+
+async def _run_task(
+    settings: Settings, celery_app: celery.Celery, name: str, args: tuple[object, ...], what: str
+) -> str:
+    """Send task ``name`` with ``args`` and wait for the key it answers, errors mapped."""
     timeout = settings.transcode_timeout
 
     def run() -> object:
-        result = celery_app.send_task(TASK_NAME, args=(storage_key, target_ts), queue=QUEUE)
+        result = celery_app.send_task(name, args=args, queue=QUEUE)
         value = result.get(timeout=timeout)
         result.forget()
         return value
@@ -119,9 +150,11 @@ async def transcoded_key(
         value = await asyncio.to_thread(run)
     except celery.exceptions.TimeoutError:
         raise ServiceUnavailable(
-            f"transcode to {target_ts} did not finish within {timeout:g}s", retry_after=5
+            f"{what} did not finish within {timeout:g}s", retry_after=5
         ) from None
-    except NotAcceptable:
+    except ObjectNotFound:  # indexed, yet not in storage: ours to fix, not the client's
+        raise TesseraError(f"{what}: the stored object {args[0]} is missing") from None
+    except (NotAcceptable, NotFound):
         raise
     except Exception as e:
         if _unreachable(e):
@@ -129,11 +162,9 @@ async def transcoded_key(
             raise ServiceUnavailable(
                 f"transcode queue unreachable: {cause}", retry_after=5
             ) from None
-        raise TesseraError(
-            f"transcode of {storage_key} to {target_ts} failed: {type(e).__name__}: {e}"
-        ) from None
+        raise TesseraError(f"{what} of {args[0]} failed: {type(e).__name__}: {e}") from None
     if not isinstance(value, str) or not value:
-        raise TesseraError(f"transcode to {target_ts} returned no object key ({value!r})")
+        raise TesseraError(f"{what} returned no object key ({value!r})")
     return value
 
 
@@ -155,13 +186,28 @@ class Transcoder:
                 f"cannot convert transfer syntax {stored_ts} (stored) to {target_ts}"
             )
         key = derived_key(storage_key, target_ts)
+        return await self._derived(
+            key, lambda: transcoded_key(self.settings, self.celery_app, storage_key, target_ts)
+        )
+
+    async def frame_key_for(self, storage_key: str, frame_number: int, target_ts: str) -> str:
+        """The key of frame ``frame_number`` decoded to ``target_ts`` by transcode (task
+        ``tessera.transcode.frame_to_transfer_syntax``), asked only if not stored yet."""
+        if target_ts not in FRAME_TARGETS:
+            raise NotAcceptable(f"frames are converted to {EXPLICIT_VR_LITTLE_ENDIAN} only")
+        key = derived_frame_key(storage_key, frame_number, target_ts)
+        args = (storage_key, frame_number, target_ts)
+        what = f"decoding frame {frame_number} to {target_ts}"
+        return await self._derived(
+            key, lambda: _run_task(self.settings, self.celery_app, FRAME_TASK_NAME, args, what)
+        )
+
+    async def _derived(self, key: str, produce: Callable[[], Coroutine[Any, Any, str]]) -> str:
         if await self.store.exists(key):
             return key
         task = self._inflight.get(key)
         if task is None:
-            task = asyncio.create_task(
-                transcoded_key(self.settings, self.celery_app, storage_key, target_ts)
-            )
+            task = asyncio.create_task(produce())
             self._inflight[key] = task
             task.add_done_callback(lambda t: self._done(key, t))
         # shielded: a client that goes away does not cancel a conversion others wait for

@@ -8,8 +8,9 @@ with WorkerLostError and the retrieve that asked answers with an error, instead 
 same file killing worker after worker forever. A time limit bounds a decoder that hangs.
 Results live an hour; the caller reads its result once and forgets it.
 
-Callers send by name, without importing this package: task
-``tessera.transcode.to_transfer_syntax`` on queue ``transcode``.
+Callers send by name, without importing this package: tasks
+``tessera.transcode.to_transfer_syntax`` and ``tessera.transcode.render`` on queue
+``transcode``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,11 @@ def create_app(settings: Settings) -> TranscodeCelery:
         "tessera",
         broker=settings.redis_url,
         backend=settings.redis_url,
-        include=["tessera.transcode.tasks"],
+        include=[
+            "tessera.transcode.tasks",
+            "tessera.transcode.render_tasks",
+            "tessera.transcode.frames",
+        ],
     )
     app.tessera_settings = settings
     app.conf.update(

@@ -4,7 +4,8 @@ The result is stored under :func:`~tessera.shared.storage.derived_key` and the t
 returns that key; retrieve streams it from storage like any stored object. A derived
 object that exists is returned without decoding anything (the cache). Identical tasks
 that arrive together decode once: the work runs under a Redis lock named after the
-derived key, and whoever gets the lock second finds the object made.
+derived key, and whoever gets the lock second finds the object made
+(:mod:`tessera.transcode.cache`).
 
 A target :mod:`~tessera.transcode.convert` does not produce, or a source it cannot
 decode, raises :class:`~tessera.shared.errors.UnsupportedTransferSyntax`, which Celery
@@ -22,24 +23,19 @@ import asyncio
 import logging
 from typing import Any
 
-import redis.asyncio as aioredis
 from celery import shared_task
-from redis.exceptions import LockError
 
 from tessera.shared.settings import Settings
-from tessera.shared.storage import derived_key, open_store
+from tessera.shared.storage import ObjectStore, derived_key
 from tessera.transcode import convert
+from tessera.transcode.cache import LOCK_TIMEOUT, lock_name, produce_once
 from tessera.transcode.celery_app import settings_of
+
+__all__ = ["LOCK_TIMEOUT", "TASK_NAME", "lock_name", "to_transfer_syntax", "transcode_object"]
 
 log = logging.getLogger(__name__)
 
 TASK_NAME = "tessera.transcode.to_transfer_syntax"
-# A lock whose holder died expires after this many seconds; longer than any conversion.
-LOCK_TIMEOUT = 600
-
-
-def lock_name(derived: str) -> str:
-    return f"tessera:transcode:{derived}"
 
 
 @shared_task(name=TASK_NAME, bind=True)
@@ -52,41 +48,14 @@ def to_transfer_syntax(self: Any, storage_key: str, target_ts: str) -> str:
 
 async def transcode_object(settings: Settings, storage_key: str, target_ts: str) -> str:
     """Convert (or find converted) the stored object; the key of the result."""
-    derived = derived_key(storage_key, target_ts)
-    store = open_store(settings)
-    redis = aioredis.Redis.from_url(settings.redis_url)
-    try:
-        if await store.exists(derived):
-            return derived
-        lock = redis.lock(
-            lock_name(derived),
-            timeout=LOCK_TIMEOUT,
-            blocking_timeout=settings.transcode_timeout,
-        )
-        locked = await lock.acquire()
-        if not locked:
-            log.warning(
-                "%s: still locked after %gs, converting anyway",
-                derived,
-                settings.transcode_timeout,
-            )
-        try:
-            if await store.exists(derived):  # made while we waited for the lock
-                return derived
-            data = await store.get_bytes(storage_key)
-            ds = convert.read(data)
-            source_ts = convert.source_syntax(ds)
-            if source_ts == target_ts:
-                return storage_key
-            await store.put_bytes(derived, convert.encode(ds, target_ts))
-            log.info("%s: converted %s -> %s", storage_key, source_ts, target_ts)
-            return derived
-        finally:
-            if locked:
-                try:
-                    await lock.release()
-                except LockError:
-                    log.warning("%s: the lock expired before the conversion ended", derived)
-    finally:
-        await redis.aclose()
-        await store.close()
+
+    async def make(store: ObjectStore) -> bytes | str:
+        ds = convert.read(await store.get_bytes(storage_key))
+        source_ts = convert.source_syntax(ds)
+        if source_ts == target_ts:
+            return storage_key
+        converted = convert.encode(ds, target_ts)
+        log.info("%s: converted %s -> %s", storage_key, source_ts, target_ts)
+        return converted
+
+    return await produce_once(settings, derived_key(storage_key, target_ts), make)

@@ -33,7 +33,9 @@ Decisions
   inflating beyond ``max_inflated_size``) -> 0xA700.
 * **Pixel data not read.** The data set is read with ``stop_before_pixels`` and
   ``defer_size``: values above the bulk data threshold are skipped with a seek, not read,
-  and Pixel Data is walked (item headers only, for encapsulated data) to find its end.
+  and Pixel Data is walked (item headers only, for encapsulated data) to find its end;
+  the item positions become the frame index (:mod:`tessera.shared.frameindex`), each
+  frame's byte range, which the index stores with the instance.
   Elements after the Pixel Data (rare: Digital Signatures, Data Set Trailing Padding,
   misplaced private tags) are read too, so metadata is that of the whole data set; bytes
   after the pixel data that do not parse as ascending elements are ignored with a warning.
@@ -52,7 +54,7 @@ import re
 import struct
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from typing import IO, Any, BinaryIO, cast
@@ -70,6 +72,14 @@ from tessera.shared.dicomjson import (
     quiet_pydicom,
 )
 from tessera.shared.errors import InvalidInstance
+from tessera.shared.frameindex import FrameIndex, Geometry, build_frame_index
+from tessera.shared.pixeldata import (
+    PIXEL_TAGS,
+    LocatedPixelData,
+    PixelDataError,
+    PixelDataInfo,
+    locate_pixel_data,
+)
 from tessera.shared.status import FailureReason
 
 __all__ = ["ParsedInstance", "PixelDataInfo", "is_valid_uid", "parse_instance"]
@@ -77,19 +87,7 @@ __all__ = ["ParsedInstance", "PixelDataInfo", "is_valid_uid", "parse_instance"]
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 
-PIXEL_DATA = 0x7FE00010
-FLOAT_PIXEL_DATA = 0x7FE00008
-DOUBLE_FLOAT_PIXEL_DATA = 0x7FE00009
-_PIXEL_TAGS = frozenset({PIXEL_DATA, FLOAT_PIXEL_DATA, DOUBLE_FLOAT_PIXEL_DATA})
-_IMPLICIT_PIXEL_VR = {PIXEL_DATA: "OW", FLOAT_PIXEL_DATA: "OF", DOUBLE_FLOAT_PIXEL_DATA: "OD"}
-
-_ITEM = 0xFFFEE000
-_SEQUENCE_DELIMITER = 0xFFFEE0DD
 _UNDEFINED = 0xFFFFFFFF
-# PS3.5 7.1.2: explicit VRs with a 2-byte reserved field and a 4-byte length
-_LONG_LENGTH_VRS = frozenset(
-    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-)
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 _REQUIRED_UIDS = (
@@ -101,27 +99,6 @@ _REQUIRED_UIDS = (
 _UID_RE = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 # pydicom (read_dataset) turns an EOFError inside a sequence into this warning
 _EOF_WARNING = "End of file reached"
-
-
-@dataclass(frozen=True)
-class PixelDataInfo:
-    """Where the Pixel Data value is, for ranged reads.
-
-    ``offset`` is the byte offset of the *value* (after tag, VR and length) and ``length``
-    its defined length, ``None`` when undefined (encapsulated, PS3.5 A.4: ``offset`` is then
-    the first item tag, the Basic Offset Table). ``vr`` is as stored, or for implicit VR
-    what pydicom infers (OW; OF / OD for Float / Double Float Pixel Data). ``tag`` is
-    (7FE0,0010) or, for parametric maps, (7FE0,0008) / (7FE0,0009). With the Deflated
-    transfer syntax ``deflated`` is true and ``offset`` counts bytes of the *inflated* data
-    set stream that starts right after the File Meta Information.
-    """
-
-    offset: int
-    length: int | None
-    vr: str
-    encapsulated: bool
-    tag: int = PIXEL_DATA
-    deflated: bool = False
 
 
 @dataclass(frozen=True)
@@ -147,6 +124,25 @@ class ParsedInstance:
     pixel_data: PixelDataInfo | None
     fallback_tags: tuple[str, ...] = ()
     warnings: tuple[str, ...] = field(default=())
+    frame_index: FrameIndex | None = None
+
+    def pixel_data_json(self) -> dict[str, Any] | None:
+        """What the index stores in ``instance.pixel_data``: where the Pixel Data value is
+        and the frame index (:mod:`tessera.shared.frameindex`)."""
+        p = self.pixel_data
+        if p is None:
+            return None
+        doc: dict[str, Any] = {
+            "offset": p.offset,
+            "length": p.length,
+            "vr": p.vr,
+            "encapsulated": p.encapsulated,
+            "tag": p.tag,
+            "deflated": p.deflated,
+        }
+        if self.frame_index is not None:
+            doc.update(self.frame_index.to_json())
+        return doc
 
 
 def is_valid_uid(value: object) -> bool:
@@ -343,11 +339,14 @@ def _parse(
 
     # -- pixel data and whatever follows it
     is_implicit, is_little = ds.original_encoding
-    pixel = _locate_pixel_data(
-        stream, size, bool(is_implicit), bool(is_little), bool(ts.is_deflated), known
-    )
+    try:
+        pixel = locate_pixel_data(
+            stream, size, bool(is_implicit), bool(is_little), bool(ts.is_deflated)
+        )
+    except PixelDataError as exc:
+        raise known.fail(FailureReason.CANNOT_UNDERSTAND, str(exc)) from None
     if pixel is not None:
-        _read_trailing(ds, stream, pixel[1], size, pixel[0].tag, defer, notes)
+        _read_trailing(ds, stream, pixel.end, size, pixel.info.tag, defer, notes)
     elif data_set_end is not None and data_set_end < size:
         # pydicom stops quietly at a last element header shorter than 8 bytes
         notes.append(f"{size - data_set_end} stray bytes at the end of the file ignored")
@@ -365,7 +364,7 @@ def _parse(
         ds, prefix, bulk_data_threshold, large_value_threshold=large_value_threshold
     )
     metadata = encoded.json
-    info = pixel[0] if pixel is not None else None
+    info = pixel.info if pixel is not None else None
     if info is not None:
         metadata[f"{info.tag:08X}"] = {"vr": info.vr, "BulkDataURI": f"{prefix}/{info.tag:08X}"}
         metadata = dict(sorted(metadata.items()))
@@ -385,6 +384,7 @@ def _parse(
         pixel_data=info,
         fallback_tags=tuple(encoded.fallbacks),
         warnings=tuple(notes),
+        frame_index=_frame_index(ds, stream, pixel, str(ts)),
     )
 
 
@@ -406,7 +406,7 @@ def _not_ps310_message(head: bytes) -> str:
 
 
 def _at_pixels(tag: BaseTag, vr: str | None, length: int) -> bool:
-    return tag in _PIXEL_TAGS
+    return tag in PIXEL_TAGS
 
 
 def _decodable(ts: UID) -> bool:
@@ -487,98 +487,6 @@ def _raw_elements(ds: Dataset) -> Iterator[RawDataElement]:
         elem = ds.get_item(tag, keep_deferred=True)
         if isinstance(elem, RawDataElement):
             yield elem
-
-
-def _locate_pixel_data(
-    fp: _BoundedReader,
-    size: int,
-    is_implicit: bool,
-    is_little: bool,
-    deflated: bool,
-    known: _Known,
-) -> tuple[PixelDataInfo, int] | None:
-    """Read the header of the pixel data element at ``fp`` and find where its value ends."""
-    start = fp.tell()
-    header = fp.read(8)
-    if not header:
-        return None
-    endian = "<" if is_little else ">"
-    if len(header) < 8:
-        raise known.fail(FailureReason.CANNOT_UNDERSTAND, "the file is truncated")
-    group, element = struct.unpack(endian + "HH", header[:4])
-    tag = group << 16 | element
-    if tag not in _PIXEL_TAGS:
-        raise known.fail(
-            FailureReason.CANNOT_UNDERSTAND,
-            f"cannot parse the data set beyond offset {start}",
-        )
-    if is_implicit:
-        (length,) = struct.unpack(endian + "L", header[4:8])
-        vr = "OB" if length == _UNDEFINED else _IMPLICIT_PIXEL_VR[tag]
-        value_offset = start + 8
-    elif header[4:6] in _LONG_LENGTH_VRS:
-        extra = fp.read(4)
-        if len(extra) < 4:
-            raise known.fail(FailureReason.CANNOT_UNDERSTAND, "the file is truncated")
-        (length,) = struct.unpack(endian + "L", extra)
-        vr = header[4:6].decode("ascii")
-        value_offset = start + 12
-    else:
-        (length,) = struct.unpack(endian + "H", header[6:8])
-        vr = header[4:6].decode("latin-1")
-        value_offset = start + 8
-    if not vr.isalpha() or not vr.isupper():
-        vr = _IMPLICIT_PIXEL_VR[tag]
-
-    if length == _UNDEFINED:
-        end = _skip_fragments(fp, value_offset, size, endian, known)
-    else:
-        end = value_offset + length
-        if end > size:
-            raise known.fail(
-                FailureReason.CANNOT_UNDERSTAND,
-                f"the file is truncated: Pixel Data declares {length} bytes, "
-                f"{max(size - value_offset, 0)} remain",
-            )
-    info = PixelDataInfo(
-        offset=value_offset,
-        length=None if length == _UNDEFINED else length,
-        vr=vr,
-        encapsulated=length == _UNDEFINED,
-        tag=tag,
-        deflated=deflated,
-    )
-    return info, end
-
-
-def _skip_fragments(fp: _BoundedReader, offset: int, size: int, endian: str, known: _Known) -> int:
-    """Walk the items of encapsulated pixel data (PS3.5 A.4); return the end offset."""
-    position = offset
-    item_format = endian + "HHL"
-    while True:
-        fp.seek(position)
-        header = fp.read(8)
-        if len(header) < 8:
-            raise known.fail(
-                FailureReason.CANNOT_UNDERSTAND,
-                "the file is truncated: encapsulated Pixel Data has no Sequence Delimiter",
-            )
-        group, element, length = struct.unpack(item_format, header)
-        tag = group << 16 | element
-        position += 8
-        if tag == _SEQUENCE_DELIMITER:
-            return position
-        if tag != _ITEM or length == _UNDEFINED:
-            raise known.fail(
-                FailureReason.CANNOT_UNDERSTAND,
-                f"malformed encapsulated Pixel Data at offset {position - 8} (PS3.5 A.4)",
-            )
-        position += length
-        if position > size:
-            raise known.fail(
-                FailureReason.CANNOT_UNDERSTAND,
-                "the file is truncated: a Pixel Data fragment runs past the end",
-            )
 
 
 def _read_trailing(
@@ -662,3 +570,52 @@ def _frames(ds: Dataset, pixel: PixelDataInfo | None) -> int | None:
     if frames is not None and frames >= 1:
         return frames
     return 1 if pixel is not None else None
+
+
+def _frame_index(
+    ds: Dataset, fp: _BoundedReader, pixel: LocatedPixelData | None, ts: str
+) -> FrameIndex | None:
+    """Each frame's byte range (:mod:`tessera.shared.frameindex`); a layout that cannot be
+    indexed is recorded as such (its frames are decoded), never a failure."""
+    if pixel is None:
+        return None
+
+    def read(offset: int, length: int) -> bytes:
+        fp.seek(offset)
+        return fp.read(length)
+
+    photometric = ds.get("PhotometricInterpretation")
+    geometry = Geometry(
+        rows=_small_int(ds, "Rows"),
+        columns=_small_int(ds, "Columns"),
+        samples_per_pixel=_small_int(ds, "SamplesPerPixel"),
+        bits_allocated=_small_int(ds, "BitsAllocated"),
+        photometric_interpretation=photometric if isinstance(photometric, str) else None,
+    )
+    try:
+        return build_frame_index(
+            pixel.info,
+            pixel.items,
+            transfer_syntax=ts,
+            number_of_frames=_frames(ds, pixel.info) or 1,
+            geometry=geometry,
+            extended_offsets=_raw_value(ds, 0x7FE00001, read),
+            read=read,
+        )
+    except Exception as exc:  # a table pointing anywhere, a value that will not read...
+        return FrameIndex(decode=f"frame index not built: {type(exc).__name__}: {_clip(str(exc))}")
+
+
+def _raw_value(ds: Dataset, tag: int, read: Callable[[int, int], bytes]) -> bytes | None:
+    """The stored bytes of a top-level binary value, read from the file if deferred."""
+    if tag not in ds:
+        return None
+    elem = ds.get_item(tag, keep_deferred=True)
+    if isinstance(elem, RawDataElement):
+        if elem.value is not None:
+            return bytes(elem.value)
+        if elem.length in (0, _UNDEFINED):
+            return None
+        return read(elem.value_tell, elem.length)
+    value = elem.value
+    return bytes(value) if isinstance(value, bytes | bytearray) else None

@@ -11,10 +11,24 @@ from __future__ import annotations
 from urllib.parse import urlparse
 
 from tessera.shared.settings import Settings
-from tessera.shared.storage.base import ObjectStore, derived_key, instance_key
+from tessera.shared.storage.base import (
+    ObjectStore,
+    derived_frame_key,
+    derived_key,
+    instance_key,
+    rendered_key,
+)
 from tessera.shared.storage.local import LocalStore
 
-__all__ = ["LocalStore", "ObjectStore", "derived_key", "instance_key", "open_store"]
+__all__ = [
+    "LocalStore",
+    "ObjectStore",
+    "derived_frame_key",
+    "derived_key",
+    "instance_key",
+    "open_store",
+    "rendered_key",
+]
 
 
 def open_store(settings: Settings) -> ObjectStore:

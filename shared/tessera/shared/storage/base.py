@@ -24,6 +24,28 @@ def derived_key(storage_key: str, transfer_syntax_uid: str) -> str:
     return f"derived/{stem}/{transfer_syntax_uid}.dcm"
 
 
+def derived_frame_key(storage_key: str, frame_number: int, transfer_syntax_uid: str) -> str:
+    """Key of one frame's pixel data in another Transfer Syntax (PS3.18 10.4.1.1.x frames).
+
+    ``derived/<sha256>/frames/<TransferSyntaxUID>/<frame>``, next to :func:`derived_key`
+    and immutable like it: the bytes of frame ``frame_number`` (1-based) of the stored
+    object, as transcode decoded them. Retrieve checks it before asking transcode.
+    """
+    stem = storage_key.rsplit("/", 1)[-1].removesuffix(".dcm")
+    return f"derived/{stem}/frames/{transfer_syntax_uid}/{frame_number}"
+
+
+def rendered_key(storage_key: str, frame_number: int, digest: str, extension: str) -> str:
+    """Key of one rendered frame (the rendering cache, PS3.18 8.3.5).
+
+    ``rendered/<sha256>/<frame>/<digest>.<extension>``, ``digest`` naming the rendering
+    parameters (:meth:`tessera.shared.rendering.RenderParams.digest`); immutable like
+    :func:`derived_key`. Retrieve checks it before asking transcode, transcode writes it.
+    """
+    stem = storage_key.rsplit("/", 1)[-1].removesuffix(".dcm")
+    return f"rendered/{stem}/{frame_number}/{digest}.{extension}"
+
+
 class ObjectStore(Protocol):
     async def put_file(self, key: str, fp: IO[bytes], size: int) -> None:
         """Store ``size`` bytes read from ``fp`` (at its current position) under ``key``.

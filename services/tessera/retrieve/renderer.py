@@ -1,0 +1,63 @@
+"""Asking the transcode service for a rendered frame (PS3.18 8.3.5, 9.5).
+
+Like :class:`~tessera.retrieve.transcoding.Transcoder`: the rendering's key
+(:func:`~tessera.shared.storage.rendered_key`) is checked in storage first; only when it
+is missing is the task sent, by name, and waited for in a thread, off the event loop
+(:func:`~tessera.retrieve.transcoding._run_task`, which also maps the failures: the queue
+down or no result in time is 503, a rendering the workers refuse is 406, a stored object
+they cannot find and anything else is 500). Identical requests in this process share
+one task.
+
+Contract with the workers: task ``tessera.transcode.render`` on queue ``transcode``, args
+``(storage_key, frame_number, RenderParams.to_dict())``, result the rendered key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import celery
+
+from tessera.retrieve.transcoding import _run_task
+from tessera.shared.rendering import RenderParams
+from tessera.shared.settings import Settings
+from tessera.shared.storage import ObjectStore, rendered_key
+
+TASK_NAME = "tessera.transcode.render"
+
+
+class Renderer:
+    """Rendered keys for a retrieve app: storage cache first, one task per key in flight."""
+
+    def __init__(self, settings: Settings, celery_app: celery.Celery, store: ObjectStore) -> None:
+        self.settings = settings
+        self.celery_app = celery_app
+        self.store = store
+        self._inflight: dict[str, asyncio.Task[str]] = {}
+
+    @staticmethod
+    def key(storage_key: str, frame_number: int, params: RenderParams) -> str:
+        """Where the rendering is (or will be) stored."""
+        return rendered_key(storage_key, frame_number, params.digest(), params.extension)
+
+    async def key_for(self, storage_key: str, frame_number: int, params: RenderParams) -> str:
+        """The key of the rendered frame, rendering it first if it is not stored yet."""
+        key = self.key(storage_key, frame_number, params)
+        if await self.store.exists(key):
+            return key
+        task = self._inflight.get(key)
+        if task is None:
+            args = (storage_key, frame_number, params.to_dict())
+            what = f"rendering frame {frame_number} as {params.media_type}"
+            task = asyncio.create_task(
+                _run_task(self.settings, self.celery_app, TASK_NAME, args, what)
+            )
+            self._inflight[key] = task
+            task.add_done_callback(lambda t: self._done(key, t))
+        # shielded: a client that goes away does not cancel a rendering others wait for
+        return await asyncio.shield(task)
+
+    def _done(self, key: str, task: asyncio.Task[str]) -> None:
+        self._inflight.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved here, so an error nobody awaits is not logged twice

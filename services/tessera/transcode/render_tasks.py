@@ -1,0 +1,103 @@
+"""``tessera.transcode.render``: one frame of an instance as a rendered image (PS3.18 8.3.5).
+
+Args ``(storage_key, frame_number, params)``, ``params`` a
+:meth:`~tessera.shared.rendering.RenderParams.to_dict`; the result is stored under
+:func:`~tessera.shared.storage.rendered_key` and the task returns that key. As for
+``to_transfer_syntax`` (:mod:`.tasks`): a rendering that exists is returned without
+decoding anything, and identical tasks that arrive together render once (a Redis lock
+named after the key; whoever gets it second finds the object made).
+
+An Encapsulated PDF asked as ``application/pdf`` is its document, as stored (PS3.18
+8.7.4, Text category). What cannot be rendered raises
+:class:`~tessera.shared.errors.NotAcceptable` (406 at retrieve: a video, a non-image,
+a PDF asked as an image, an undecodable frame); a frame number out of range raises
+:class:`~tessera.shared.errors.BadRequest` (400, as PS3.18 9.5.2 has it for WADO-URI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import redis.asyncio as aioredis
+from celery import shared_task
+from redis.exceptions import LockError
+
+from tessera.shared.dicomjson import quiet_pydicom
+from tessera.shared.errors import NotAcceptable
+from tessera.shared.rendering import PDF, RenderParams
+from tessera.shared.settings import Settings
+from tessera.shared.storage import open_store, rendered_key
+from tessera.transcode import convert, render, render_source
+from tessera.transcode.celery_app import settings_of
+from tessera.transcode.tasks import LOCK_TIMEOUT, lock_name
+
+log = logging.getLogger(__name__)
+
+TASK_NAME = "tessera.transcode.render"
+
+
+@shared_task(name=TASK_NAME, bind=True)
+def render_frame(self: Any, storage_key: str, frame_number: int, params: dict[str, Any]) -> str:
+    """Key of frame ``frame_number`` of the object under ``storage_key``, rendered."""
+    settings = settings_of(self.app)
+    parsed = RenderParams.from_dict(params)  # refuse before any I/O
+    return asyncio.run(render_object(settings, storage_key, frame_number, parsed))
+
+
+def rendition(data: bytes, frame_number: int, params: RenderParams) -> bytes:
+    """The bytes of the rendered representation of the DICOM file ``data``."""
+    with quiet_pydicom():
+        ds = convert.read(data)
+        kind = render_source.category(ds)
+        if params.media_type == PDF:
+            if kind != "pdf":
+                raise NotAcceptable("only an Encapsulated PDF instance is rendered as a PDF")
+            return render_source.encapsulated_pdf(ds)
+        if kind == "pdf":
+            raise NotAcceptable(
+                f"an Encapsulated PDF is rendered as {PDF}, not {params.media_type}"
+            )
+        if kind == "video":
+            raise NotAcceptable("rendering video (MPEG-2, MPEG-4, HEVC) is not supported")
+        if kind != "image":
+            raise NotAcceptable("the instance has no image to render (no Pixel Data)")
+        frame = render_source.load_frame(ds, frame_number)
+    return render.render(frame, params)
+
+
+async def render_object(
+    settings: Settings, storage_key: str, frame_number: int, params: RenderParams
+) -> str:
+    """Render (or find rendered) one frame of the stored object; the key of the result."""
+    key = rendered_key(storage_key, frame_number, params.digest(), params.extension)
+    store = open_store(settings)
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    try:
+        if await store.exists(key):
+            return key
+        lock = redis.lock(
+            lock_name(key), timeout=LOCK_TIMEOUT, blocking_timeout=settings.transcode_timeout
+        )
+        locked = await lock.acquire()
+        if not locked:
+            log.warning(
+                "%s: still locked after %gs, rendering anyway", key, settings.transcode_timeout
+            )
+        try:
+            if await store.exists(key):  # made while we waited for the lock
+                return key
+            data = await store.get_bytes(storage_key)
+            await store.put_bytes(key, rendition(data, frame_number, params))
+            log.info("%s: frame %d rendered as %s", storage_key, frame_number, params.media_type)
+            return key
+        finally:
+            if locked:
+                try:
+                    await lock.release()
+                except LockError:
+                    log.warning("%s: the lock expired before the rendering ended", key)
+    finally:
+        await redis.aclose()
+        await store.close()
