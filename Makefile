@@ -13,12 +13,20 @@ PORT ?= 8042
 SHARDS ?= 1
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+# The OHIF viewer served at /viewer/: npm's @ohif/app, whose tarball ships the built dist/.
+# Pinned: the version, and the SHA-1 the registry lists for its tarball (npm view
+# @ohif/app@VERSION dist.shasum). Fetched once into OHIF_CACHE (not committed).
+OHIF_VERSION := 3.13.2
+OHIF_SHA1 := 26a51ffcc1704c30fff403258a1d7392e9a991f3
+OHIF_CACHE ?= build/ohif
+OHIF_DIST := $(OHIF_CACHE)/$(OHIF_VERSION)/dist
 
 # What `deps` checks, as CHECK=PACKAGE: CHECK is commands or path globs separated by
 # commas (any one present is enough); PACKAGE is the Debian package that provides it.
 CORE_DEPS := initdb,/usr/lib/postgresql/*/bin/initdb=postgresql redis-server=redis-server
 BENCH_DEPS := Orthanc,/usr/sbin/Orthanc=orthanc /usr/share/orthanc/plugins/libOrthancDicomWeb.so=orthanc-dicomweb
 BROWSER_DEPS := chromium=chromium
+VIEWER_DEPS := npm=npm
 
 # $(call apt_ensure,PAIRS): apt-get install the packages whose CHECK finds nothing.
 define apt_ensure
@@ -44,8 +52,8 @@ define apt_ensure
 	apt-get install -y -qq --no-install-recommends $$missing
 endef
 
-.PHONY: help deps deps-bench deps-browser venv constraints run test lint fmt bench \
-	_bench-script clean clean-data
+.PHONY: help deps deps-bench deps-browser deps-viewer viewer viewer-dir venv constraints run \
+	test lint fmt bench _bench-script clean clean-data
 
 help: ## list the targets
 	@echo "Tessera: make TARGET [DATA=.var PORT=8042 SHARDS=1 PYTEST_ARGS=...]"
@@ -61,6 +69,28 @@ deps-bench: ## install Orthanc and its DICOMweb plugin (for `make bench`) if mis
 deps-browser: ## install Chromium (for browser tests) if missing
 	$(call apt_ensure,$(BROWSER_DEPS))
 
+deps-viewer: ## install npm (to fetch the OHIF viewer) if missing
+	$(call apt_ensure,$(VIEWER_DEPS))
+
+viewer: $(OHIF_DIST)/index.html ## fetch the OHIF viewer (npm @ohif/app, pinned) into OHIF_CACHE=build/ohif
+
+viewer-dir: ## print the folder of the fetched OHIF viewer
+	@echo '$(abspath $(OHIF_DIST))'
+
+# npm pack checks the tarball against the registry's integrity; we check the pinned SHA-1 too.
+$(OHIF_DIST)/index.html:
+	@command -v npm >/dev/null || $(MAKE) --no-print-directory deps-viewer
+	@command -v npm >/dev/null || { echo "make viewer: npm is needed (Debian package npm)" >&2; exit 1; }
+	@echo "viewer: fetching @ohif/app@$(OHIF_VERSION) from the npm registry"
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	npm pack --silent --pack-destination "$$tmp" '@ohif/app@$(OHIF_VERSION)' >/dev/null; \
+	echo '$(OHIF_SHA1)  '"$$tmp/ohif-app-$(OHIF_VERSION).tgz" | sha1sum --check --quiet; \
+	tar -xzmf "$$tmp/ohif-app-$(OHIF_VERSION).tgz" -C "$$tmp" package/dist; \
+	test -f "$$tmp/package/dist/index.html"; \
+	mkdir -p '$(OHIF_CACHE)/$(OHIF_VERSION)'; rm -rf '$(OHIF_DIST)'; \
+	mv "$$tmp/package/dist" '$(OHIF_DIST)'
+	@echo "viewer: OHIF $(OHIF_VERSION) in $(OHIF_DIST)"
+
 venv: $(STAMP) ## create .venv with the project and [dev] extras, pinned by constraints.txt
 
 $(STAMP): pyproject.toml constraints.txt
@@ -71,10 +101,13 @@ $(STAMP): pyproject.toml constraints.txt
 constraints: ## re-pin constraints.txt to what .venv holds now
 	$(VENV)/bin/pip freeze --exclude-editable > constraints.txt
 
-run: deps venv ## run the whole archive here (state in DATA=.var): http://127.0.0.1:8042/dicom-web
-	TESSERA_SHARDS=$(SHARDS) exec $(VENV)/bin/tessera run --data '$(DATA)' --port $(PORT)
+run: deps venv ## run the whole archive here (state in DATA=.var), OHIF at http://127.0.0.1:8042/viewer/
+	@$(MAKE) --no-print-directory viewer || echo "run: no OHIF viewer (fetch failed); the API runs without it" >&2
+	viewer=$$([[ -f '$(OHIF_DIST)/index.html' ]] && echo '$(abspath $(OHIF_DIST))' || true); \
+	TESSERA_SHARDS=$(SHARDS) TESSERA_VIEWER_DIR="$${TESSERA_VIEWER_DIR-$$viewer}" \
+	  exec $(VENV)/bin/tessera run --data '$(DATA)' --port $(PORT)
 
-test: deps venv ## run every test in tests/ against real PostgreSQL, Redis and S3 servers
+test: deps deps-browser venv viewer ## run every test in tests/ (real servers, OHIF in Chromium)
 	@rc=0; $(VENV)/bin/pytest $(PYTEST_ARGS) || rc=$$?; \
 	if [[ $$rc == 5 ]]; then echo "make test: pytest collected NO tests (exit 5): failing" >&2; fi; \
 	exit $$rc

@@ -532,3 +532,43 @@ async def test_cors_exposes_the_dicomweb_response_headers(cluster: Cluster) -> N
     assert r.headers["access-control-allow-origin"] == ORIGIN
     exposed = {h.strip().lower() for h in r.headers["access-control-expose-headers"].split(",")}
     assert {"warning", "etag", "content-location", "content-type", "content-length"} <= exposed
+
+
+@pytest.mark.parametrize(("method", "path", "service"), ROUTES)
+async def test_every_dicomweb_route_answers_preflight_without_auth(
+    cluster: Cluster, method: str, path: str, service: str
+) -> None:
+    # what a viewer on another origin sends before a request with Authorization and a
+    # non-safelisted Accept (OHIF's quoted multipart Accept for frames)
+    headers = {
+        "Origin": ORIGIN,
+        "Access-Control-Request-Method": method,
+        "Access-Control-Request-Headers": "authorization, accept, content-type",
+    }
+    async with cluster.client() as client:
+        r = await client.options(path, headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.headers["access-control-allow-origin"] == ORIGIN
+    assert method in r.headers["access-control-allow-methods"]
+    assert not (cluster.ingest.seen or cluster.index.seen or cluster.retrieve.seen)
+
+
+@pytest.mark.parametrize(("method", "path", "service"), ROUTES)
+async def test_retrieve_responses_carry_a_resource_policy(
+    cluster: Cluster, method: str, path: str, service: str
+) -> None:
+    # a cross-origin-isolated viewer (COEP require-corp) loads <img> thumbnails from us
+    async with cluster.client() as client:
+        r = await client.request(method, path, content=b"\0" if method == "POST" else None)
+    policy = r.headers.get("cross-origin-resource-policy")
+    assert policy == ("cross-origin" if service == "retrieve" else None)
+
+
+async def test_without_cors_origins_resources_stay_same_origin() -> None:
+    stand_in = StandIn("retrieve")
+    async with serving(stand_in.app()) as url:
+        settings = Settings(ingest_url=url, index_url=url, retrieve_url=url, cors_origins=())
+        async with serving(create_app(settings)) as router_url:
+            async with httpx.AsyncClient(base_url=router_url + PREFIX, timeout=STEP) as client:
+                r = await client.get(f"/studies/{STUDY}/series/{SERIES}/thumbnail")
+    assert r.headers["cross-origin-resource-policy"] == "same-origin"

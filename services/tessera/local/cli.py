@@ -69,6 +69,7 @@ def cluster_settings(data: Path, database_url: str, redis_url: str, router_port:
         ingest_url=f"http://127.0.0.1:{ingest}",
         index_url=f"http://127.0.0.1:{index}",
         retrieve_url=f"http://127.0.0.1:{retrieve}",
+        viewer_dir=str(Path(base.viewer_dir).absolute()) if base.viewer_dir else "",
     )
 
 
@@ -101,11 +102,16 @@ def run(data: Path, port: int) -> int:
         say(f"migrations applied: {', '.join(applied) if applied else 'none needed'}")
         settings = cluster_settings(data, pg.dsn, redis.url, port)
         base = f"http://127.0.0.1:{settings.router_port}"
-        banner = f"Tessera DICOMweb: {base}{settings.dicomweb_prefix}"
+        banner = [f"Tessera DICOMweb: {base}{settings.dicomweb_prefix}"]
+        if settings.viewer_dir:
+            banner.append(f"OHIF viewer: {base}/viewer/")
         env = {**os.environ, **settings.env(), "PYTHONUNBUFFERED": "1"}
-        code = asyncio.run(
-            supervise(SERVICES, env, ready_url=f"{base}/healthz", on_ready=lambda: say(banner))
-        )
+
+        def announce() -> None:
+            for line in banner:
+                say(line)
+
+        code = asyncio.run(supervise(SERVICES, env, ready_url=f"{base}/healthz", on_ready=announce))
         say("stopping Redis and PostgreSQL")
     say("stopped" if code == 0 else f"stopped after a failure (exit {code})")
     return code

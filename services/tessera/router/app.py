@@ -9,11 +9,17 @@ Routes under ``settings.dicomweb_prefix`` (PS3.18 10, the RESTful services):
     GET  /studies/{study}[/...]                      retrieve_* (instances, metadata,
                                                      bulkdata, frames, rendered,
                                                      thumbnail)            -> retrieve
+    GET  /wado?requestType=WADO&studyUID=...         WADO-URI (PS3.18 9)   -> retrieve
 
 A request that names a study goes to the shard :func:`~tessera.router.placement.place`
 chooses for it; one that names none goes to the single shard (fan-out and STOW split
 come with N shards). CORS (for browser viewers such as OHIF) wraps every route and
-answers preflight requests itself, before any authentication.
+answers preflight requests itself, before any authentication. Retrieve responses carry
+``Cross-Origin-Resource-Policy`` so that a cross-origin-isolated viewer (COEP
+``require-corp``) on another origin may load them even without CORS (``<img>``
+thumbnails): ``cross-origin`` when CORS allows any origin at all, else ``same-origin``.
+
+Beside the API, ``/viewer/`` serves the OHIF viewer (:mod:`tessera.router.viewer`).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+import httpcore
 import httpx
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
@@ -29,6 +36,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from tessera.router import viewer
 from tessera.router.proxy import Proxy
 from tessera.router.shards import Service, ShardMap
 from tessera.shared.errors import ServiceUnavailable
@@ -42,6 +50,10 @@ from tessera.shared.settings import Settings
 TIMEOUT = httpx.Timeout(connect=5.0, read=None, write=None, pool=5.0)
 LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=256)
 PROBE_TIMEOUT = 3.0
+# httpcore asks its socket for at most 64 KiB per read (a class attribute, no option), and
+# each read costs a pass through h11, httpx, Starlette and uvicorn: a WADO-RS study of
+# hundreds of MB is relayed in what each read finds buffered, up to 1 MiB, instead.
+httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = 1024 * 1024
 
 CORS_METHODS = ["GET", "POST", "PUT", "DELETE", "OPTIONS"]
 CORS_REQUEST_HEADERS = ["Authorization", "Accept", "Content-Type", "Range", "If-None-Match"]
@@ -61,6 +73,7 @@ class Router:
     ) -> None:
         self.prefix = settings.dicomweb_prefix.rstrip("/")
         self.shards = shards
+        self.resource_policy = "cross-origin" if settings.cors_origins else "same-origin"
         self._transport = transport
         self._proxy: Proxy | None = None
 
@@ -89,11 +102,17 @@ class Router:
     def _to(self, service: Service, by_study: bool) -> Endpoint:
         async def endpoint(request: Request) -> Response:
             if by_study:
-                study = check_uid(request.path_params["study"], "StudyInstanceUID")
+                if "study" in request.path_params:
+                    study = check_uid(request.path_params["study"], "StudyInstanceUID")
+                else:  # WADO-URI names the study in its query (PS3.18 9.1.2)
+                    study = check_uid(request.query_params.get("studyUID", ""), "studyUID")
                 shard = self.shards.for_study(study)
             else:
                 shard = self.shards.only()
-            return await self.proxy.forward(request, shard.url(service))
+            response = await self.proxy.forward(request, shard.url(service))
+            if service is Service.RETRIEVE:
+                response.headers.setdefault("Cross-Origin-Resource-Policy", self.resource_policy)
+            return response
 
         endpoint.__name__ = f"{service}_{'study' if by_study else 'root'}"
         return endpoint
@@ -116,6 +135,7 @@ class Router:
             ),
             Route(study, self._to(Service.RETRIEVE, True), methods=get),
             Route(f"{study}/{{rest:path}}", self._to(Service.RETRIEVE, True), methods=get),
+            Route(f"{p}/wado", self._to(Service.RETRIEVE, True), methods=get),
         ]
 
     async def ready(self) -> dict[str, str]:
@@ -148,7 +168,8 @@ def create_app(
 ) -> Starlette:
     """The router app; ``shards`` defaults to the one shard of ``settings``."""
     router = Router(settings, shards or ShardMap.from_settings(settings), transport)
-    app = make_app(router.routes(), lifespan=router.lifespan, ready=router.ready)
+    routes = [*router.routes(), *viewer.routes(settings)]
+    app = make_app(routes, lifespan=router.lifespan, ready=router.ready)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=list(settings.cors_origins),

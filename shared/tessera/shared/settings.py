@@ -64,8 +64,22 @@ class Settings:
     dicomweb_prefix: str = "/dicom-web"
     # CORS: comma-separated allowed origins ("*" for any)
     cors_origins: tuple[str, ...] = field(default_factory=lambda: ("*",))
+    # the OHIF viewer the router serves at /viewer/: a built OHIF ``dist`` folder (what
+    # `make viewer` fetches); empty = not served (/viewer/ says how to get it)
+    viewer_dir: str = ""
+    # the DICOMweb root the viewer's generated app-config.js points at: empty = this
+    # router's own prefix, relative to the page's origin; an absolute URL = another origin
+    viewer_dicomweb_url: str = ""
+    # how OHIF draws series thumbnails: "thumbnailDirect" (<img src=".../thumbnail">,
+    # rendered by transcode; an <img> sends no Authorization header) or "wadors" (OHIF
+    # fetches and decodes a whole frame itself; works with token auth)
+    viewer_thumbnail_rendering: str = "thumbnailDirect"
     # QIDO-RS: largest page the server returns (PS3.18 8.3.4.4 / 10.6.3.2 Warning)
     qido_max_limit: int = 1000
+    # QIDO-RS: extra searchable attributes, ``level:keyword-or-tag`` (``study:InstitutionName,
+    # series:ProtocolName,instance:AcquisitionDateTime``): kept in that level's attrs, and
+    # indexed by ``python -m tessera.index.search_indexes`` (see tessera.shared.levels.Layout)
+    qido_extra_attributes: tuple[str, ...] = ()
     # transcode: seconds retrieve waits for a Celery task
     transcode_timeout: float = 60.0
     log_level: str = "info"
