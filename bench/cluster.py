@@ -18,6 +18,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
 from tessera.local._child import ServerProcess, spawn, wait_until
@@ -66,10 +67,15 @@ def _ready(cluster: TesseraCluster) -> bool:
 
 
 def start_tessera(
-    data_dir: str | os.PathLike[str], *, log_level: str = "warning", timeout: float = 180.0
+    data_dir: str | os.PathLike[str],
+    *,
+    log_level: str = "warning",
+    timeout: float = 180.0,
+    env: Mapping[str, str] | None = None,
 ) -> TesseraCluster:
     """Start the whole cluster with its state in ``data_dir`` (must be enterable by the
-    ``postgres`` user when we are root: give its parents mode 0711)."""
+    ``postgres`` user when we are root: give its parents mode 0711); ``env`` adds
+    ``TESSERA_*`` settings (e.g. the viewer's, for ``bench/ohif.py``)."""
     data = Path(data_dir).absolute()
     data.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -80,6 +86,7 @@ def start_tessera(
         "TESSERA_INGEST_PORT": str(free_port()),
         "TESSERA_INDEX_PORT": str(free_port()),
         "TESSERA_RETRIEVE_PORT": str(free_port()),
+        **(env or {}),
     }
     argv = [sys.executable, "-m", "tessera.local", "run", "--data", str(data / "state"),
             "--port", str(port)]  # fmt: skip

@@ -275,6 +275,11 @@ def problems(results: dict[str, Any]) -> list[str]:
                         f"{target} {section} {name}: {item['answers']} results, "
                         f"the dataset holds {expected}"
                     )
+        viewer = (results.get("ohif") or {}).get("targets", {}).get(target) or {}
+        if viewer.get("failures"):
+            found.append(
+                f"{target} OHIF: {viewer['failures']} failures, e.g. {viewer['errors'][:1]}"
+            )
         retrieve = node.get("retrieve") or {}
         if retrieve.get("failures"):
             found.append(
@@ -329,6 +334,10 @@ def markdown(results: dict[str, Any]) -> str:
         *_table(METADATA_HEADER, _latency_rows(results, "metadata")),
         "",
     ]
+    if results.get("ohif"):
+        from bench.ohif import markdown as ohif_markdown
+
+        out += ohif_markdown(results["ohif"])
     checks = [f"- ⚠ {p}" for p in problems(results)] + [f"- {n}" for n in _notes(results)]
     out += ["## Checks", "", *(checks or ["- no failures; every answer count matched"]), ""]
     return "\n".join(out)

@@ -13,7 +13,9 @@ Plan:
    together for the reads, whose requests alternate between them: QIDO-RS latency
    (sequential, p50/p95), series ``/metadata`` latency and WADO-RS whole-study retrieval
    with 4 studies in parallel.
-4. Tables to stdout and ``bench/results/latest.{md,json}``.
+4. With ``--ohif``: the OHIF viewer opening studies on both, in headless Chromium
+   (:mod:`bench.ohif`: time to the first image and to a whole series loaded).
+5. Tables to stdout and ``bench/results/latest.{md,json}``.
 
 With ``--tessera-url``/``--orthanc-url`` an already running server is used instead; it
 cannot be emptied between modes, so only the first STOW mode is measured there (and
@@ -44,7 +46,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bench import cluster, report, workloads
+from bench import cluster, ohif, report, workloads
 from bench.dataset import GeneratedSet, Spec, ensure
 from bench.orthanc import OrthancProcess, start_orthanc
 
@@ -103,7 +105,8 @@ def target(
         server = start_orthanc(folder, overrides=args.orthanc_set)
         facts["orthanc_config"] = server.config
     else:
-        server = cluster.start_tessera(folder)
+        env = ohif.viewer_env(args.viewer_dist) if args.ohif else None
+        server = cluster.start_tessera(folder, env=env)
     log(f"{name} up in {time.perf_counter() - started:.1f}s (pid {server.pid}, {folder})")
     try:
         facts["versions"].update(server.versions())
@@ -278,6 +281,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 if last:
                     for name, measured in (await measure_reads(urls, data, args)).items():
                         results["targets"][name].update(measured)
+                    if args.ohif:
+                        results["ohif"] = await measure_ohif(urls, data, args, scratch)
     finally:
         if not args.keep:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -285,6 +290,28 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     results["ratios"] = report.ratios(results)
     _check_stored(results, data)
     return results
+
+
+async def measure_ohif(
+    urls: dict[str, str], data: GeneratedSet, args: argparse.Namespace, scratch: Path
+) -> dict[str, Any]:
+    """OHIF on each target: Tessera's router serves it; Orthanc gets a front router."""
+    viewers: dict[str, str] = {}
+    front = None
+    if "tessera" in urls:
+        viewers["tessera"] = ohif.viewer_url(urls["tessera"])
+    if "orthanc" in urls:
+        front = await asyncio.to_thread(
+            ohif.start_front, urls["orthanc"], args.viewer_dist, scratch
+        )
+        viewers["orthanc"] = front.url + "/viewer/"
+    try:
+        log(f"OHIF: {args.ohif_studies} studies × {args.ohif_rounds} rounds on {list(viewers)}")
+        studies = min(args.ohif_studies, len(data.studies))
+        return await ohif.measure(viewers, data, args.ohif_rounds, studies)
+    finally:
+        if front is not None:
+            front.stop()
 
 
 async def _holds(url: str, data: GeneratedSet) -> bool:
@@ -326,9 +353,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="change Orthanc's configuration, e.g. StorageAccessOnFind='\"Never\"' or "
         "DicomWeb.SeriesMetadata='\"MainDicomTags\"' (repeatable; default: as packaged)",
     )
+    parser.add_argument(
+        "--ohif",
+        action="store_true",
+        help="also time the OHIF viewer opening studies on both (headless Chromium)",
+    )
+    parser.add_argument("--ohif-studies", type=int, default=4, help="studies OHIF opens (4)")
+    parser.add_argument("--ohif-rounds", type=int, default=3, help="times each is opened (3)")
     parser.add_argument("--workdir", type=Path, help="where servers keep their data (/tmp)")
     parser.add_argument("--keep", action="store_true", help="keep the servers' data folders")
     parser.add_argument("--results", type=Path, default=report.RESULTS_DIR)
+    parser.add_argument(
+        "--qido-scale",
+        action="store_true",
+        help="run bench/qido_scale.py instead: QIDO-RS at 10k..1M instances (bulk loaded), "
+        "Orthanc beside it; its options follow (--scale 10000,1000000 --orthanc-instances N)",
+    )
     args = parser.parse_args(argv)
     args.studies = args.studies or (4 if args.quick else 20)
     args.repetitions = args.repetitions or (20 if args.quick else 50)
@@ -352,7 +392,15 @@ def _key_json(item: str, parser: argparse.ArgumentParser) -> tuple[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--qido-scale" in argv:  # the QIDO scale benchmark, with its own options
+        from bench import qido_scale
+
+        return qido_scale.main([a for a in argv if a != "--qido-scale"])
     args = parse_args(argv)
+    if args.ohif:
+        ohif.check_chromium()
+        args.viewer_dist = ohif.viewer_dist()
     results = asyncio.run(run(args))
     json_path, md_path = report.write(results, args.results)
     print(report.markdown(results))

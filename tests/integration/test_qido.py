@@ -1,170 +1,33 @@
-"""QIDO-RS on a real PostgreSQL, through the index app (PS3.18 10.6, PS3.4 C.2.2.2).
-
-The archive below is indexed with the real writer from pydicom datasets:
-
-    study   patient                  date      time    modalities  description
-    ST1     Smith^John               20240115  101500  MR, SR      Brain MRI
-    ST2     Goldsmith^Anna           20231201  235959  CT          Chest_CT 100%
-    ST3     SMITH^JANE               20240301  080000  MR, CT      Follow-up
-    ST4     Yamada^Tarou=山田^太郎    (none)    (none)  OT          (none)
+"""QIDO-RS on a real PostgreSQL, through the index app (PS3.18 10.6, PS3.4 C.2.2.2): the
+archive of :mod:`tests.integration.qido_archive`. More in test_qido_*.py: matching rules,
+required attributes, character sets, paging, extra attributes.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
 
-import asyncpg
-import httpx
 import pytest
-from pydicom.dataset import Dataset
 
-from tessera.index.app import create_app
-from tessera.index.writer import index_instances
-from tessera.shared.messages import IndexInstance
 from tessera.shared.qido.params import Level
 from tessera.shared.qido.result import REQUIRED
-from tessera.shared.settings import Settings
+from tests.integration.qido_archive import (
+    BASE,
+    MR,
+    NEWEST_FIRST,
+    ST1,
+    ST2,
+    ST3,
+    archive,
+    client,
+    index,
+    make_instance,
+    search,
+    serve,
+    value,
+)
 
-MR = "1.2.840.10008.5.1.4.1.1.4"
-BASE = "http://index.test"
-ST1, ST2, ST3, ST4 = "1.2.826.0.9.1", "1.2.826.0.9.2", "1.2.826.0.9.3", "1.2.826.0.9.4"
-NEWEST_FIRST = [ST3, ST1, ST2, ST4]
-
-STUDIES: dict[str, dict[str, Any]] = {
-    ST1: {
-        "PatientName": "Smith^John",
-        "PatientID": "P1",
-        "PatientBirthDate": "19700101",
-        "PatientSex": "M",
-        "PatientAge": "054Y",
-        "StudyDate": "20240115",
-        "StudyTime": "101500",
-        "AccessionNumber": "ACC1",
-        "StudyDescription": "Brain MRI",
-        "ReferringPhysicianName": "Ref^Doc",
-        "StudyID": "S1",
-    },
-    ST2: {
-        "PatientName": "Goldsmith^Anna",
-        "PatientID": "P2",
-        "StudyDate": "20231201",
-        "StudyTime": "235959",
-        "AccessionNumber": "ACC2",
-        "StudyDescription": "Chest_CT 100%",
-    },
-    ST3: {
-        "PatientName": "SMITH^JANE",
-        "PatientID": "P3",
-        "StudyDate": "20240301",
-        "StudyTime": "080000",
-        "AccessionNumber": "ACC3",
-        "StudyDescription": "Follow-up",
-    },
-    ST4: {"PatientName": "Yamada^Tarou=山田^太郎=やまだ^たろう", "PatientID": "P4"},
-}
-# (study, series, modality, SeriesNumber, BodyPartExamined, instances)
-SERIES = [
-    (ST1, f"{ST1}.1", "MR", "2", "HEAD", 3),
-    (ST1, f"{ST1}.2", "MR", "10", "HEAD", 1),
-    (ST1, f"{ST1}.3", "SR", "1", "", 1),
-    (ST2, f"{ST2}.1", "CT", "1", "CHEST", 2),
-    (ST3, f"{ST3}.1", "MR", "1", "HEAD", 1),
-    (ST3, f"{ST3}.2", "CT", "2", "CHEST", 1),
-    (ST4, f"{ST4}.1", "OT", "1", "", 1),
-]
-
-
-def make_instance(
-    study: str, series: str, sop: str, *, modality: str, series_number: str, number: int
-) -> IndexInstance:
-    ds = Dataset()
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.SOPClassUID = MR
-    ds.SOPInstanceUID = sop
-    ds.StudyInstanceUID = study
-    ds.SeriesInstanceUID = series
-    ds.Modality = modality
-    ds.SeriesNumber = series_number
-    ds.InstanceNumber = number
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER" if number == 2 else "AXIAL"]
-    ds.Rows, ds.Columns, ds.BitsAllocated = 4, 4, 16
-    for keyword, value in STUDIES[study].items():
-        setattr(ds, keyword, value)
-    body_part = next((s[4] for s in SERIES if s[1] == series), "")
-    if body_part:
-        ds.BodyPartExamined = body_part
-    sha = hashlib.sha256(sop.encode()).hexdigest()
-    return IndexInstance(
-        study_instance_uid=study,
-        series_instance_uid=series,
-        sop_instance_uid=sop,
-        sop_class_uid=MR,
-        transfer_syntax_uid="1.2.840.10008.1.2.1",
-        storage_key=f"instances/{sha}.dcm",
-        size=100,
-        sha256=sha,
-        metadata=ds.to_json_dict(),
-        rows=4,
-        columns=4,
-    )
-
-
-def archive() -> list[IndexInstance]:
-    # instance numbers 10, 1, 2, ... so that the order is visibly numeric, not textual
-    return [
-        make_instance(study, series, f"{series}.{n}", modality=mod, series_number=num, number=n)
-        for study, series, mod, num, _, count in SERIES
-        for n in [10, *range(1, count)][:count]
-    ]
-
-
-async def index(database: str, instances: list[IndexInstance]) -> None:
-    conn = await asyncpg.connect(database)
-    try:
-        outcomes = await index_instances(conn, instances)
-    finally:
-        await conn.close()
-    assert {o.outcome for o in outcomes} == {"stored"}
-
-
-@asynccontextmanager
-async def serve(database: str, **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(database_url=database, **settings))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
-            yield client
-
-
-@pytest.fixture
-async def client(database: str) -> AsyncIterator[httpx.AsyncClient]:
-    await index(database, archive())
-    async with serve(database) as c:
-        yield c
-
-
-def value(result: dict, tag: str) -> Any:
-    element = result.get(tag, {})
-    values = element.get("Value")
-    if not values:
-        return None
-    return values[0] if len(values) == 1 else values
-
-
-async def search(client: httpx.AsyncClient, path: str, **params: Any) -> list[dict]:
-    response = await client.get(path, params=params)
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"] == "application/dicom+json"
-    return response.json()  # type: ignore[no-any-return]
-
-
-async def study_uids(client: httpx.AsyncClient, **params: Any) -> list[str]:
-    return [value(r, "0020000D") for r in await search(client, "/studies", **params)]
-
+__all__ = ["client"]  # the fixture, imported for pytest
 
 # --- response attributes (PS3.18 10.6.3.3) --------------------------------------------------
 
@@ -214,82 +77,6 @@ async def test_computed_attributes_follow_new_instances(client, database):
     assert value(after, "00080061") == ["CT", "PR"]
     (series,) = await search(client, f"/studies/{ST2}/series", SeriesInstanceUID=f"{ST2}.9")
     assert value(series, "00201209") == 3  # NumberOfSeriesRelatedInstances
-
-
-# --- matching (PS3.4 C.2.2.2) ---------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("params", "expected"),
-    [
-        # C.2.2.2.3 universal
-        ({"PatientName": ""}, NEWEST_FIRST),
-        ({"PatientName": "*"}, NEWEST_FIRST),
-        # C.2.2.2.1 single value; PN case-insensitive (our conformance), others exact
-        ({"PatientName": "smith^john"}, [ST1]),
-        ({"PatientName": "SMITH^JOHN"}, [ST1]),
-        ({"PatientName": "Smith"}, []),
-        ({"PatientID": "P2"}, [ST2]),
-        ({"PatientID": "p2"}, []),
-        ({"AccessionNumber": "ACC3"}, [ST3]),
-        ({"00080050": "ACC3"}, [ST3]),  # by tag
-        ({"PatientAge": "054Y"}, [ST1]),  # no column: matched on study.attrs
-        # PN component groups (PS3.5 6.2.1): ideographic and phonetic groups match too
-        ({"PatientName": "山田^太郎"}, [ST4]),
-        ({"PatientName": "やまだ*"}, [ST4]),
-        ({"PatientName": "Yamada^Tarou=山田^太郎=やまだ^たろう"}, [ST4]),
-        # C.2.2.2.4 wildcards: PN case-insensitive, other VRs case-sensitive
-        ({"PatientName": "*smi*"}, [ST3, ST1, ST2]),
-        ({"PatientName": "smi*"}, [ST3, ST1]),
-        ({"PatientName": "Sm?th^J*"}, [ST3, ST1]),
-        ({"StudyDescription": "*MRI*"}, [ST1]),
-        ({"StudyDescription": "*mri*"}, []),
-        ({"StudyDescription": "*n_M*"}, []),  # '_' is literal, not LIKE's any-character
-        ({"StudyDescription": "*%*"}, [ST2]),  # '%' is literal
-        ({"StudyDescription": "Chest_CT*"}, [ST2]),
-        # C.2.2.2.2 list of UIDs
-        ({"StudyInstanceUID": f"{ST1}\\{ST2}"}, [ST1, ST2]),
-        ({"StudyInstanceUID": f"{ST2},{ST4},1.2.3"}, [ST2, ST4]),
-        # C.2.2.2.5 ranges, closed and open; empty values never match a range
-        ({"StudyDate": "20240115"}, [ST1]),
-        ({"StudyDate": "20240101-20240131"}, [ST1]),
-        ({"StudyDate": "20240101-"}, [ST3, ST1]),
-        ({"StudyDate": "-20231231"}, [ST2]),
-        ({"StudyDate": "20231201-20240115"}, [ST1, ST2]),  # bounds are inclusive
-        ({"StudyTime": "-0900"}, [ST3]),
-        ({"StudyTime": "1015-1015"}, [ST1]),  # upper bound to the end of the minute
-        ({"StudyTime": "2359-"}, [ST2]),
-        ({"StudyDate": "20240101-", "StudyTime": "-1200"}, [ST3, ST1]),
-        # ModalitiesInStudy: any series of the study; multiple values (PS3.18 8.3.4.6)
-        ({"ModalitiesInStudy": "CT"}, [ST3, ST2]),
-        ({"ModalitiesInStudy": "SR"}, [ST1]),
-        ({"ModalitiesInStudy": "CT\\SR"}, [ST3, ST1, ST2]),
-        ({"ModalitiesInStudy": "C?"}, [ST3, ST2]),
-        # keys combine with AND
-        ({"PatientName": "*smith*", "ModalitiesInStudy": "CT"}, [ST3, ST2]),
-        # PS3.18 8.3.4.5 emptyvaluematching: entities without a value match too
-        ({"StudyDate": "20240101-", "emptyvaluematching": "true"}, [ST3, ST1, ST4]),
-        ({"PatientAge": "054Y", "emptyvaluematching": "true"}, [ST3, ST1, ST2, ST4]),
-    ],
-)
-async def test_study_matching(client, params, expected):
-    assert await study_uids(client, **params) == expected
-
-
-@pytest.mark.parametrize(
-    ("params", "expected"),
-    [
-        # fuzzymatching=true: every word starts a word of the name, any case, any order
-        ({"PatientName": "john smi", "fuzzymatching": "true"}, [ST1]),
-        ({"PatientName": "jan", "fuzzymatching": "true"}, [ST3]),
-        ({"PatientName": "smith", "fuzzymatching": "true"}, [ST3, ST1]),  # not Goldsmith
-        ({"PatientName": "太郎", "fuzzymatching": "true"}, [ST4]),
-        ({"PatientName": "jan", "fuzzymatching": "false"}, []),
-        ({"PatientName": "*mith^J*", "fuzzymatching": "true"}, [ST3, ST1]),  # wildcards as usual
-    ],
-)
-async def test_fuzzy_person_name_matching(client, params, expected):
-    assert await study_uids(client, **params) == expected
 
 
 async def test_no_match_is_200_with_an_empty_array(client):
@@ -373,6 +160,30 @@ async def test_series_instances_in_instance_number_order(client):
     assert value(results[0], "00081190") == (
         f"{BASE}/dicom-web/studies/{ST1}/series/{ST1}.1/instances/{ST1}.1.1"
     )
+
+
+async def test_instance_results_and_bulk_data(database):
+    # PS3.18 10.6.3.3.3: bulk data is not a search result; a BulkDataURI inside a
+    # sequence item is returned absolute
+    inst = make_instance(ST1, f"{ST1}.1", f"{ST1}.1.1", modality="MR", series_number="2", number=1)
+    prefix = f"/studies/{ST1}/series/{ST1}.1/instances/{ST1}.1.1/bulk"
+    icon = {"7FE00010": {"vr": "OW", "BulkDataURI": f"{prefix}/00880200/0/7FE00010"}}
+    inst.metadata["00880200"] = {"vr": "SQ", "Value": [icon]}  # IconImageSequence
+    inst.metadata["00420011"] = {"vr": "OB", "BulkDataURI": f"{prefix}/00420011"}
+    inst.metadata["7FE00010"] = {"vr": "OW", "BulkDataURI": f"{prefix}/7FE00010"}
+    inst.metadata["00204000"] = {"vr": "LT", "Value": ["padded\u0000"]}  # NUL: cleaned
+    await index(database, [inst])
+    async with serve(database) as client:
+        path = f"/studies/{ST1}/series/{ST1}.1/instances"
+        (result,) = await search(client, path, includefield="all")
+        nested = result["00880200"]["Value"][0]["7FE00010"]["BulkDataURI"]
+        assert nested == f"{BASE}/dicom-web{prefix}/00880200/0/7FE00010"
+        assert "7FE00010" not in result and "00420011" not in result
+        assert value(result, "00204000") == "padded"
+        assert value(result, "00280010") == 4
+        assert list(result) == sorted(result)
+        (plain,) = await search(client, path)
+        assert "00880200" not in plain and "00080008" not in plain
 
 
 async def test_study_instances_with_series_level_key(client):

@@ -3,6 +3,10 @@
 ``create_app(settings)`` builds it; the lifespan opens the shard's asyncpg pool
 (``app.state.pool``) and closes it on shutdown. ``/readyz`` is ready when the database
 answers ``SELECT 1``.
+
+The pool's sessions plan as :data:`tessera.shared.qido.sql.SESSION_SETTINGS` says: each
+search for its own values (asyncpg prepares a statement once per connection, and a
+generic plan cannot tell ``ILIKE '%smi%'`` from ``ILIKE '%'``), without parallel workers.
 """
 
 from __future__ import annotations
@@ -15,13 +19,15 @@ from starlette.applications import Starlette
 from tessera.index import qido
 from tessera.shared.db.pool import create_pool
 from tessera.shared.http import make_app
+from tessera.shared.levels import Layout
+from tessera.shared.qido.sql import SESSION_SETTINGS
 from tessera.shared.settings import Settings
 
 
 def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.pool = await create_pool(settings.database_url)
+        app.state.pool = await create_pool(settings.database_url, server_settings=SESSION_SETTINGS)
         try:
             yield
         finally:
@@ -34,4 +40,5 @@ def create_app(settings: Settings) -> Starlette:
 
     app = make_app(qido.routes(), lifespan=lifespan, ready=ready)
     app.state.settings = settings
+    app.state.layout = Layout.parse(settings.qido_extra_attributes)
     return app

@@ -23,6 +23,10 @@ the path that does not exist is likewise an empty result, not 404.
 Paging (PS3.18 8.3.4.4): ``limit`` is capped at ``settings.qido_max_limit``; when the
 cap decides the page size and more matches remain, the response carries the 8.3.4.4.1
 ``Warning: 299`` header with the number of remaining matches (counted only then).
+
+Each result's DICOM JSON comes from PostgreSQL as text (:mod:`tessera.shared.qido.render`);
+the handler only joins the texts into the array. Which attributes are searchable at
+which level follows the operator's ``TESSERA_QIDO_EXTRA_ATTRIBUTES`` (``app.state.layout``).
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ from tessera.shared.errors import NotAcceptable
 from tessera.shared.http import DICOM_JSON, public_base_url
 from tessera.shared.mediatypes import parse_accept
 from tessera.shared.qido.params import Level, QidoQuery, Scope, parse_query
-from tessera.shared.qido.result import more_results_warning, render
+from tessera.shared.qido.render import body
+from tessera.shared.qido.result import more_results_warning
 from tessera.shared.qido.sql import count_sql, page_of, search_sql
 from tessera.shared.refs import check_uid
 from tessera.shared.settings import Settings
@@ -70,35 +75,36 @@ def negotiate(request: Request) -> str:
 
 
 async def run_search(
-    db: asyncpg.Pool | asyncpg.Connection, query: QidoQuery, max_limit: int
-) -> tuple[list[asyncpg.Record], int]:
-    """The rows of the requested page and the number of matches after it that a
-    server-limited page left out (0 when the page is complete or the client's limit
-    decided its size)."""
+    db: asyncpg.Pool | asyncpg.Connection, query: QidoQuery, max_limit: int, base_url: str = ""
+) -> tuple[list[str], int]:
+    """The DICOM JSON texts of the requested page's results, and the number of matches
+    after it that a server-limited page left out (0 when the page is complete or the
+    client's limit decided its size)."""
     page = page_of(query, max_limit)
-    search = search_sql(query, page)
-    rows = await db.fetch(search.text, *search.args)
-    if len(rows) <= page.limit:
-        return rows, 0
-    rows = rows[: page.limit]
+    search = search_sql(query, page, base_url)
+    documents = [row[0] for row in await db.fetch(search.text, *search.args)]
+    if len(documents) <= page.limit:
+        return documents, 0
+    documents = documents[: page.limit]
     if not page.server_limited:
-        return rows, 0
+        return documents, 0
     count = count_sql(query)
     total = await db.fetchval(count.text, *count.args)
-    return rows, max(1, total - page.offset - len(rows))
+    return documents, max(1, total - page.offset - len(documents))
 
 
 async def _search(request: Request, level: Level, scope: Scope) -> Response:
     media_type = negotiate(request)
-    query = parse_query(request.query_params.multi_items(), level, scope)
+    query = parse_query(request.query_params.multi_items(), level, scope, request.app.state.layout)
     settings: Settings = request.app.state.settings
-    rows, remaining = await run_search(request.app.state.pool, query, settings.qido_max_limit)
     base_url = public_base_url(request, settings.dicomweb_prefix)
+    documents, remaining = await run_search(
+        request.app.state.pool, query, settings.qido_max_limit, base_url
+    )
     headers = {}
     if remaining:
         headers["Warning"] = more_results_warning(urlsplit(base_url).netloc, remaining)
-    body = render(rows, query, base_url)
-    return Response(body, media_type=media_type, headers=headers)
+    return Response(body(documents), media_type=media_type, headers=headers)
 
 
 def _path_uid(request: Request, name: str, label: str) -> str:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from tessera.shared.levels import SERIES_TAGS, STUDY_TAGS, pick, text
+from tessera.shared.levels import Layout, instance_attrs, text
 from tessera.shared.messages import IndexInstance, InstanceOutcome
 
 log = logging.getLogger(__name__)
@@ -28,25 +28,37 @@ log = logging.getLogger(__name__)
 class _Touched:
     studies: set[int] = field(default_factory=set)
     series: set[int] = field(default_factory=set)
+    # series stored by an earlier instance of this batch: SeriesInstanceUID ->
+    # (StudyInstanceUID, patient key, study pk, series pk). Their patient, study and
+    # series rows are already upserted in this transaction, so later instances of the
+    # same series (same study, same patient) skip those statements.
+    known: dict[str, tuple[str, str, int, int]] = field(default_factory=dict)
+    # which attributes study.attrs / series.attrs hold (the operator's extra attributes)
+    layout: Layout = field(default_factory=Layout)
 
 
 async def index_instances(
     db: asyncpg.Pool | asyncpg.Connection,
     instances: Sequence[IndexInstance],
     duplicate_policy: str = "reject",
+    layout: Layout | None = None,
 ) -> list[InstanceOutcome]:
-    """Index ``instances`` in one transaction; one outcome per instance, in order."""
+    """Index ``instances`` in one transaction; one outcome per instance, in order.
+    ``layout``: the extra attributes kept in study and series ``attrs`` (default none)."""
     if isinstance(db, asyncpg.Pool):
         async with db.acquire() as conn:
-            return await index_instances(conn, instances, duplicate_policy)
+            return await index_instances(conn, instances, duplicate_policy, layout)
     conn = db
-    touched = _Touched()
+    touched = _Touched(layout=layout or Layout())
     outcomes: list[InstanceOutcome] = []
     async with conn.transaction():
         for inst in instances:
             try:
                 async with conn.transaction():  # savepoint
-                    outcomes.append(await _index_one(conn, inst, duplicate_policy, touched))
+                    outcome, placed = await _index_one(conn, inst, duplicate_policy, touched)
+                outcomes.append(outcome)
+                if placed is not None:  # only once the savepoint is released
+                    touched.known[inst.series_instance_uid] = placed
             except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as e:
                 log.warning("instance %s refused by the database: %s", inst.sop_instance_uid, e)
                 outcomes.append(InstanceOutcome(inst.sop_instance_uid, "failed", str(e)))
@@ -56,7 +68,8 @@ async def index_instances(
 
 async def _index_one(
     conn: asyncpg.Connection, inst: IndexInstance, policy: str, touched: _Touched
-) -> InstanceOutcome:
+) -> tuple[InstanceOutcome, tuple[str, str, int, int] | None]:
+    """The instance's outcome, and where a newly stored one was placed (for ``known``)."""
     existing = await conn.fetchrow(
         """SELECT i.pk, i.sha256, i.storage_key, se.series_instance_uid, st.study_instance_uid
              FROM instance i JOIN series se ON se.pk = i.series_pk
@@ -65,28 +78,46 @@ async def _index_one(
         inst.sop_instance_uid,
     )
     if existing is not None:
-        return await _index_existing(conn, inst, existing, policy, touched)
+        return await _index_existing(conn, inst, existing, policy, touched), None
 
-    owner = await conn.fetchval(
-        """SELECT st.study_instance_uid FROM series se JOIN study st ON st.pk = se.study_pk
-            WHERE se.series_instance_uid = $1""",
-        inst.series_instance_uid,
-    )
+    md = _clean(inst.metadata)  # for columns and jsonb; the metadata text keeps every byte
+    patient = _patient_key(md)
+    known = touched.known.get(inst.series_instance_uid)
+    if known is not None and known[0] != inst.study_instance_uid:
+        owner: str | None = known[0]
+    elif known is not None and known[1] == patient:
+        owner = None  # rows upserted by an earlier instance of this batch
+    else:
+        known = None
+        owner = await conn.fetchval(
+            """SELECT st.study_instance_uid FROM series se JOIN study st ON st.pk = se.study_pk
+                WHERE se.series_instance_uid = $1""",
+            inst.series_instance_uid,
+        )
     if owner is not None and owner != inst.study_instance_uid:
         return InstanceOutcome(
             inst.sop_instance_uid,
             "conflict",
             f"SeriesInstanceUID {inst.series_instance_uid} belongs to study {owner}",
-        )
-    md = _clean(inst.metadata)  # for columns and jsonb; the metadata text keeps every byte
-    study_pk = await _upsert_study(conn, inst, md)
-    series_pk = await _upsert_series(conn, inst, md, study_pk)
+        ), None
+    if known is not None:
+        study_pk, series_pk = known[2], known[3]
+    else:
+        study_pk = await _upsert_study(conn, inst, md, patient, touched.layout)
+        series_pk = await _upsert_series(conn, inst, md, study_pk, touched.layout)
+    # the change feed row is written by the same statement, only if the row is inserted
     pk = await conn.fetchval(
-        """INSERT INTO instance (sop_instance_uid, series_pk, sop_class_uid, instance_number,
+        """WITH ins AS (
+             INSERT INTO instance (sop_instance_uid, series_pk, sop_class_uid, instance_number,
                instance_number_int, transfer_syntax_uid, rows, columns, number_of_frames,
                storage_key, size, sha256, pixel_data, metadata, attrs)
-           VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13::text::jsonb,$14,$15::text::jsonb)
-           ON CONFLICT (sop_instance_uid) DO NOTHING RETURNING pk""",
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13::text::jsonb,$14,$15::text::jsonb)
+             ON CONFLICT (sop_instance_uid) DO NOTHING RETURNING pk
+           ), feed AS (
+             INSERT INTO change_feed (action, study_instance_uid, series_instance_uid,
+               sop_instance_uid) SELECT 'create', $16, $17, $1 FROM ins
+           )
+           SELECT pk FROM ins""",
         inst.sop_instance_uid,
         series_pk,
         inst.sop_class_uid,
@@ -101,14 +132,16 @@ async def _index_one(
         inst.sha256,
         _dumps_or_none(inst.pixel_data),
         _dumps(inst.metadata),
-        _dumps(_instance_attrs(md)),
+        _dumps(instance_attrs(md)),
+        inst.study_instance_uid,
+        inst.series_instance_uid,
     )
     if pk is None:  # another worker inserted it after our SELECT: judge against theirs
         return await _index_one(conn, inst, policy, touched)
-    await _feed(conn, "create", inst)
     touched.studies.add(study_pk)
     touched.series.add(series_pk)
-    return InstanceOutcome(inst.sop_instance_uid, "stored")
+    placed = (inst.study_instance_uid, patient, study_pk, series_pk)
+    return InstanceOutcome(inst.sop_instance_uid, "stored"), placed
 
 
 async def _index_existing(
@@ -152,7 +185,7 @@ async def _index_existing(
         inst.sha256,
         _dumps_or_none(inst.pixel_data),
         _dumps(inst.metadata),
-        _dumps(_instance_attrs(md)),
+        _dumps(instance_attrs(md)),
     )
     touched.series.add(series_pk)
     touched.studies.add(await conn.fetchval("SELECT study_pk FROM series WHERE pk=$1", series_pk))
@@ -160,10 +193,16 @@ async def _index_existing(
     return InstanceOutcome(uid, "replaced", previous_storage_key=row["storage_key"])
 
 
-async def _upsert_study(conn: asyncpg.Connection, inst: IndexInstance, md: dict) -> int:
+def _patient_key(md: dict) -> str:
+    """The patient row's identity: PatientID, its issuer, PatientName and BirthDate."""
     pid, issuer = text(md, "00100020"), text(md, "00100021")
     name, birth = text(md, "00100010"), text(md, "00100030")
-    key = hashlib.sha256("\x1f".join((pid, issuer, name, birth)).encode()).hexdigest()
+    return hashlib.sha256("\x1f".join((pid, issuer, name, birth)).encode()).hexdigest()
+
+
+async def _upsert_study(
+    conn: asyncpg.Connection, inst: IndexInstance, md: dict, key: str, layout: Layout
+) -> int:
     patient_pk = await conn.fetchval(
         """INSERT INTO patient (patient_key, patient_id, issuer_of_patient_id, patient_name,
                patient_birth_date, patient_sex)
@@ -171,10 +210,10 @@ async def _upsert_study(conn: asyncpg.Connection, inst: IndexInstance, md: dict)
            ON CONFLICT (patient_key) DO UPDATE SET patient_key = EXCLUDED.patient_key
            RETURNING pk""",
         key,
-        pid,
-        issuer,
-        name,
-        birth,
+        text(md, "00100020"),
+        text(md, "00100021"),
+        text(md, "00100010"),
+        text(md, "00100030"),
         text(md, "00100040"),
     )
     return await conn.fetchval(
@@ -191,12 +230,12 @@ async def _upsert_study(conn: asyncpg.Connection, inst: IndexInstance, md: dict)
         text(md, "00200010"),
         text(md, "00081030"),
         text(md, "00080090"),
-        _dumps(pick(md, STUDY_TAGS)),
+        _dumps(layout.study_attrs(md)),
     )
 
 
 async def _upsert_series(
-    conn: asyncpg.Connection, inst: IndexInstance, md: dict, study_pk: int
+    conn: asyncpg.Connection, inst: IndexInstance, md: dict, study_pk: int, layout: Layout
 ) -> int:
     return await conn.fetchval(
         """INSERT INTO series (series_instance_uid, study_pk, modality, series_number,
@@ -212,7 +251,7 @@ async def _upsert_series(
         text(md, "0008103E"),
         text(md, "00400244"),
         text(md, "00400245"),
-        _dumps(pick(md, SERIES_TAGS)),
+        _dumps(layout.series_attrs(md)),
     )
 
 
@@ -251,19 +290,6 @@ async def _feed(conn: asyncpg.Connection, action: str, inst: IndexInstance) -> N
         inst.series_instance_uid,
         inst.sop_instance_uid,
     )
-
-
-def _instance_attrs(md: dict) -> dict:
-    """The instance-level attributes QIDO matches on: everything that is not a study or
-    series attribute and not bulk data (PS3.18 10.6.1.2 allows any attribute as a key)."""
-    return {
-        tag: value
-        for tag, value in md.items()
-        if tag not in STUDY_TAGS
-        and tag not in SERIES_TAGS
-        and "BulkDataURI" not in value
-        and "InlineBinary" not in value
-    }
 
 
 def _int_or_none(value: str) -> int | None:

@@ -2,10 +2,38 @@
 
 The index keeps each level's attributes as DICOM JSON on its row (``study.attrs``,
 ``series.attrs``), taken from the instance that created the row; the instance row keeps
-the full instance JSON. Tags are the 8-hex-digit upper-case keys of DICOM JSON.
+the full instance JSON, and ``instance.attrs`` every attribute of it that is neither a
+study nor a series attribute nor bulk data. Tags are the 8-hex-digit upper-case keys of
+DICOM JSON.
+
+The operator may add attributes to a level (``TESSERA_QIDO_EXTRA_ATTRIBUTES``, see
+:class:`Layout`): they are then kept in that level's ``attrs`` too, so they can be
+matched and returned at that level (PS3.18 10.6.1.2 lets an origin server support more
+matching keys than Table 10.6.1-5 requires), and ``python -m tessera.index.search_indexes``
+indexes them.
 """
 
 from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+
+from pydicom.datadict import dictionary_has_tag, dictionary_VR, tag_for_keyword
+
+
+class Level(Enum):
+    """Query/Retrieve level of a search (PS3.4 C.6.1.1), ordered top to bottom."""
+
+    STUDY = 0
+    SERIES = 1
+    INSTANCE = 2
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
 
 # Patient IE (Patient Module, C.7.1.1) and Study IE (General Study C.7.2.1,
 # Patient Study C.7.2.2), plus the Specific Character Set that governs their text.
@@ -102,3 +130,104 @@ def text(metadata: dict, tag: str) -> str:
             return "=".join(groups)
         return ""
     return str(first)
+
+
+def instance_attrs(metadata: dict) -> dict:
+    """The instance-level attributes QIDO matches on: everything that is not a study or
+    series attribute and not bulk data (PS3.18 10.6.1.2 allows any attribute as a key)."""
+    return {
+        tag: value
+        for tag, value in metadata.items()
+        if tag not in STUDY_TAGS
+        and tag not in SERIES_TAGS
+        and "BulkDataURI" not in value
+        and "InlineBinary" not in value
+    }
+
+
+_TAG = re.compile(r"[0-9A-Fa-f]{8}")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which attributes each level's ``attrs`` holds: the defaults above plus the extras
+    the operator configured. ``instance_extra`` only asks for indexes: ``instance.attrs``
+    already holds every instance attribute."""
+
+    study_extra: frozenset[str] = frozenset()
+    series_extra: frozenset[str] = frozenset()
+    instance_extra: frozenset[str] = frozenset()
+
+    @classmethod
+    def parse(cls, entries: Iterable[str]) -> Layout:
+        """``level:name`` entries (name: keyword or tag), e.g. ``study:InstitutionName``;
+        a bare name stays at its own level and is only indexed. ValueError if an entry
+        names no attribute, an unknown level, or moves an attribute down a level."""
+        extra: dict[Level, set[str]] = {level: set() for level in Level}
+        for entry in (e.strip() for e in entries):
+            if not entry:
+                continue
+            label, _, name = (p.strip() for p in entry.rpartition(":"))
+            tag = _tag_of(name, entry)
+            home = default_level(tag)
+            if label and label.upper() not in Level.__members__:
+                raise ValueError(f"{entry!r}: level must be study, series or instance")
+            level = Level[label.upper()] if label else home
+            if level.value > home.value:
+                raise ValueError(f"{entry!r}: a {home.label} attribute cannot go down a level")
+            extra[level].add(tag)
+        return cls(
+            frozenset(extra[Level.STUDY] - STUDY_TAGS),
+            frozenset(extra[Level.SERIES] - SERIES_TAGS),
+            frozenset(extra[Level.INSTANCE]),
+        )
+
+    @property
+    def study_tags(self) -> frozenset[str]:
+        return STUDY_TAGS | self.study_extra
+
+    @property
+    def series_tags(self) -> frozenset[str]:
+        return SERIES_TAGS | self.series_extra
+
+    def level_of(self, tag: str) -> Level:
+        """The level whose ``attrs`` an attribute is matched on."""
+        if tag in self.study_tags:
+            return Level.STUDY
+        if tag in self.series_tags:
+            return Level.SERIES
+        return Level.INSTANCE
+
+    def study_attrs(self, metadata: dict) -> dict:
+        return pick(metadata, self.study_tags)
+
+    def series_attrs(self, metadata: dict) -> dict:
+        return pick(metadata, self.series_tags)
+
+    def extras(self) -> list[tuple[Level, str]]:
+        """Every configured extra attribute with its level, for the search indexes."""
+        return sorted(
+            [(Level.STUDY, t) for t in self.study_extra]
+            + [(Level.SERIES, t) for t in self.series_extra]
+            + [(Level.INSTANCE, t) for t in self.instance_extra],
+            key=lambda pair: (pair[0].value, pair[1]),
+        )
+
+
+def default_level(tag: str) -> Level:
+    """The level an attribute belongs to without any extras."""
+    return Layout().level_of(tag)
+
+
+def _tag_of(name: str, entry: str) -> str:
+    if _TAG.fullmatch(name) and dictionary_has_tag(int(name, 16)):
+        return name.upper()
+    number = tag_for_keyword(name) if name.isidentifier() else None
+    if number is None:
+        raise ValueError(f"{entry!r}: {name!r} is not a DICOM keyword or tag")
+    return f"{number:08X}"
+
+
+def vr_of(tag: str) -> str:
+    """First VR of the dictionary entry of a public tag."""
+    return str(dictionary_VR(int(tag, 16))).split(" or ")[0]

@@ -122,7 +122,9 @@ def test_multiplevaluematching_false_keeps_backslash_literal():
         ("StudyInstanceUID=1.2.*", "StudyInstanceUID"),  # no wildcards in UIDs
         ("NumberOfStudyRelatedSeries=3", "NumberOfStudyRelatedSeries"),  # return-only
         ("RetrieveURL=x", "RetrieveURL"),
-        ("00400275.00400009=X", "00400275.00400009"),  # sequence matching: not yet
+        ("00400275.00400009=X", "00400275.00400009"),  # a series-level sequence (C.6.1.1)
+        ("PatientName.PatientID=X", "not a sequence"),  # a path goes through sequences only
+        ("00081110=X", "00081110"),  # a sequence itself has no value to match
         ("Modality=CT", "Modality"),  # series-level key in a study search (C.6.1.1)
         ("SOPInstanceUID=1.2", "SOPInstanceUID"),
         ("PatientName=A&PatientName=B", "PatientName"),  # each key once
@@ -251,3 +253,38 @@ def test_any_value_of_a_text_key_parses_or_fails_with_query_error(value):
 @given(st.from_regex(r"\d{8}", fullmatch=True), st.from_regex(r"\d{8}", fullmatch=True))
 def test_any_date_range_parses(low, high):
     assert parse_matcher("StudyDate", f"{low}-{high}", "DA") == Range(low, high)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        # PS3.18 8.3.4.1 attribute paths, PS3.4 C.2.2.2.6 sequence matching
+        "RequestAttributesSequence.RequestedProcedureID=RP1",
+        "00400275.00401001=RP1",
+        "RequestAttributesSequence.00401001=RP1",
+    ],
+)
+def test_sequence_keys(query):
+    (key,) = _parse(query, Level.SERIES).matches
+    assert (key.attribute.tag, key.attribute.vr, key.attribute.level) == (
+        "00400275",
+        "SQ",
+        Level.SERIES,
+    )
+    assert [a.tag for a in key.path] == ["00401001"]
+    assert (key.leaf.vr, key.matcher) == ("SH", Single("RP1"))
+
+
+def test_sequence_key_returns_the_sequence():
+    query = _parse("00400275.00400009=", Level.SERIES)
+    assert query.matches[0].matcher == Universal()
+
+
+def test_extra_attributes_change_the_level_of_a_key():
+    from tessera.shared.levels import Layout
+
+    layout = Layout.parse(["study:BodyPartExamined"])
+    (key,) = parse_query([("BodyPartExamined", "HEAD")], Level.STUDY, layout=layout).matches
+    assert key.attribute.level is Level.STUDY
+    with pytest.raises(QueryError, match="series-level"):
+        parse_query([("BodyPartExamined", "HEAD")], Level.STUDY)

@@ -1,89 +1,86 @@
-"""QIDO-RS result documents from rows (PS3.18 10.6.3.3, Tables 10.6.3-3/-4/-5); no I/O."""
+"""What QIDO-RS results hold (PS3.18 10.6.3.3, Tables 10.6.3-3/-4/-5) and how the SQL
+builds them; no I/O. The documents themselves are checked against PostgreSQL in
+tests/integration/test_qido*.py."""
 
 from __future__ import annotations
 
-import json
+import pytest
 
 from tessera.shared.qido.params import Level, Scope, parse_query
-from tessera.shared.qido.result import REQUIRED, more_results_warning, render
-
-BASE = "https://pacs.example/dicom-web"
-NO_SCOPE = Scope()
-STUDY_ROW = {
-    "study_instance_uid": "1.2",
-    "study_attrs": {
-        "0020000D": {"vr": "UI", "Value": ["1.2"]},
-        "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Doe^Jane"}]},
-        "00101010": {"vr": "AS", "Value": ["040Y"]},
-    },
-    "modalities_in_study": ["CT", "MR"],
-    "sop_classes_in_study": ["1.2.840.10008.5.1.4.1.1.2"],
-    "number_of_series": 2,
-    "study_instances": 7,
-}
-SERIES_ROW = {
-    **STUDY_ROW,
-    "series_instance_uid": "1.2.3",
-    "series_attrs": {"00080060": {"vr": "CS", "Value": ["CT"]}},
-    "series_instances": 4,
-}
-INSTANCE_ROW = {
-    **SERIES_ROW,
-    "sop_instance_uid": "1.2.3.4",
-    "metadata": json.dumps(
-        {
-            "00080018": {"vr": "UI", "Value": ["1.2.3.4"]},
-            "00280010": {"vr": "US", "Value": [512]},
-            "00420011": {"vr": "OB", "BulkDataURI": "/studies/1.2/bulk/00420011"},
-            "7FE00010": {"vr": "OB", "BulkDataURI": "/studies/1.2/bulk/7FE00010"},
-        }
-    ),
-}
+from tessera.shared.qido.render import body
+from tessera.shared.qido.result import (
+    CONDITIONAL,
+    REQUIRED,
+    more_results_warning,
+    return_attributes,
+)
+from tessera.shared.qido.sql import page_of, search_sql
 
 
-def _render(row, items, level, scope=NO_SCOPE):
-    return json.loads(render([row], parse_query(items, level, scope), BASE))[0]
+def _wanted(items, level, scope=None):
+    return return_attributes(parse_query(items, level, scope or Scope()))
 
 
-def test_study_result_has_every_required_attribute_in_tag_order():
-    result = _render(STUDY_ROW, [], Level.STUDY)
-    assert set(REQUIRED[Level.STUDY]) <= set(result)
-    assert list(result) == sorted(result)
-    assert result["00080020"] == {"vr": "DA"}  # Type R without a value: present, empty
-    assert result["00080061"] == {"vr": "CS", "Value": ["CT", "MR"]}
-    assert result["00201206"] == {"vr": "IS", "Value": [2]}
-    assert result["00201208"] == {"vr": "IS", "Value": [7]}
-    assert result["00081190"] == {"vr": "UR", "Value": [f"{BASE}/studies/1.2"]}
-    assert "00101010" not in result
+def test_study_results_hold_table_10_6_3_3():
+    wanted = _wanted([], Level.STUDY)
+    assert {t: v for t, v in wanted.items() if v is not None} == REQUIRED[Level.STUDY]
+    assert CONDITIONAL[Level.STUDY] <= set(wanted)
+    assert "00101010" not in wanted  # PatientAge: neither required nor asked for
 
 
 def test_matching_keys_and_includefields_are_returned():
-    result = _render(
-        STUDY_ROW, [("PatientAge", ""), ("includefield", "IssuerOfPatientID")], Level.STUDY
-    )
-    assert result["00101010"] == {"vr": "AS", "Value": ["040Y"]}
-    assert result["00100021"] == {"vr": "LO"}
+    wanted = _wanted([("PatientAge", ""), ("includefield", "IssuerOfPatientID")], Level.STUDY)
+    assert (wanted["00101010"], wanted["00100021"]) == ("AS", "LO")
 
 
-def test_all_series_carry_the_study_table_the_study_series_do_not():
-    everywhere = _render(SERIES_ROW, [], Level.SERIES)
-    within = _render(SERIES_ROW, [], Level.SERIES, Scope("1.2"))
-    assert set(REQUIRED[Level.STUDY]) <= set(everywhere)
-    assert "00100010" not in within
-    for result in (everywhere, within):
-        assert result["0020000D"] == {"vr": "UI", "Value": ["1.2"]}
-        assert result["00201209"] == {"vr": "IS", "Value": [4]}
-        assert result["00081190"]["Value"] == [f"{BASE}/studies/1.2/series/1.2.3"]
+def test_lower_level_includefields_are_not_returned():
+    assert "00080060" not in _wanted([("includefield", "Modality")], Level.STUDY)  # 10.6.3.3.1
 
 
-def test_instance_result_from_metadata():
-    result = _render(INSTANCE_ROW, [("includefield", "all")], Level.INSTANCE, Scope("1.2"))
-    assert result["00280010"] == {"vr": "US", "Value": [512]}
-    assert result["00200013"] == {"vr": "IS"}
-    assert result["00080060"] == {"vr": "CS"}  # series table; this row's metadata lacks it
-    assert "7FE00010" not in result  # pixel data is never a search result
-    assert result["00420011"]["BulkDataURI"] == f"{BASE}/studies/1.2/bulk/00420011"
-    assert result["00081190"]["Value"] == [f"{BASE}/studies/1.2/series/1.2.3/instances/1.2.3.4"]
+@pytest.mark.parametrize(
+    ("level", "scope", "study_table"),
+    [
+        (Level.SERIES, Scope(), True),  # All Series: 10.6.3.3.2
+        (Level.SERIES, Scope("1.2"), False),  # Study's Series
+        (Level.INSTANCE, Scope(), True),  # All Instances: 10.6.3.3.3
+        (Level.INSTANCE, Scope("1.2", "1.2.3"), False),
+    ],
+)
+def test_parent_tables(level, scope, study_table):
+    wanted = _wanted([], level, scope)
+    assert ("00100010" in wanted) is study_table
+    assert wanted["0020000D"] == "UI"  # parent UIDs always
+
+
+@pytest.mark.parametrize(
+    ("items", "level", "fragments"),
+    [
+        # the attrs less the tags not wanted (cheaper than picking the wanted ones)
+        ([], Level.STUDY, ["(st.attrs - $", "'00201208'", "'00081190'"]),
+        ([("includefield", "all")], Level.STUDY, ["|| st.attrs ||", "'00201200'"]),
+        ([], Level.SERIES, ["(se.attrs - $", "'00201209'"]),
+        ([], Level.INSTANCE, ["tessera_pick(i.attrs"]),
+        ([("includefield", "all")], Level.INSTANCE, ["|| i.attrs ||"]),
+        ([], Level.INSTANCE, ["replace(", '"BulkDataURI": "/']),
+    ],
+)
+def test_documents_are_built_by_the_database(items, level, fragments):
+    query = parse_query(items, level)
+    text = search_sql(query, page_of(query, 10), "https://pacs.example/dw").text
+    for fragment in fragments:
+        assert fragment in text
+
+
+def test_patient_counts_only_when_asked():
+    asked = parse_query([("includefield", "00201200")], Level.STUDY)
+    plain = parse_query([], Level.STUDY)
+    assert "ps.patient_pk" in search_sql(asked, page_of(asked, 1)).text
+    assert "ps.patient_pk" not in search_sql(plain, page_of(plain, 1)).text
+
+
+def test_body_is_a_json_array():
+    assert body(['{"a": 1}', '{"b": 2}']) == b'[{"a": 1},{"b": 2}]'
+    assert body([]) == b"[]"
 
 
 def test_warning_text():

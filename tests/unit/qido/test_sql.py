@@ -135,4 +135,64 @@ def test_count_has_the_same_conditions_without_paging():
     count = count_sql(query)
     assert count.text.startswith("SELECT count(*) FROM series se")
     assert "LIMIT" not in count.text
-    assert len(count.args) == len(search_sql(query, page_of(query, 10)).args) - 2
+    assert search_sql(query, page_of(query, 10)).args[: len(count.args)] == count.args
+
+
+def test_combined_date_and_time_is_one_row_comparison():
+    # PS3.4 C.2.2.2.5.1: (date, time) compared as one datetime; the study_order index
+    # (study_date DESC, study_time DESC, pk DESC) answers row comparisons
+    query = parse_query([("StudyDate", "20240101-20240131"), ("StudyTime", "0800-")], Level.STUDY)
+    sql = search_sql(query, page_of(query, 10))
+    assert "(st.study_date, st.study_time) >= ($1::text, $2::text)" in sql.text
+    assert "(st.study_date, st.study_time) <= ($3::text, $4::text)" in sql.text
+    assert sql.args[:4] == ("20240101", "0800", "20240131", "235959.999999")
+
+
+def test_two_single_values_are_not_combined():
+    query = parse_query([("StudyDate", "20240101"), ("StudyTime", "0800")], Level.STUDY)
+    text = search_sql(query, page_of(query, 10)).text
+    assert "st.study_date = $1" in text and "st.study_time = $2" in text
+
+
+def test_datetime_with_an_offset_compares_in_utc():
+    query = parse_query([("AcquisitionDateTime", "20240101120000+0100-")], Level.INSTANCE)
+    sql = search_sql(query, page_of(query, 10))
+    assert "tessera_dt_utc(" in sql.text
+    assert "20240101110000.000000" in sql.args and "+0100" in sql.args
+
+
+def test_attributes_without_a_column_use_literal_tags_for_expression_indexes():
+    query = parse_query(
+        [("PatientAge", "054Y"), ("AdmittingDiagnosesDescription", "*x*")], Level.STUDY
+    )
+    text = search_sql(query, page_of(query, 10)).text
+    assert "tessera_attr_values(st.attrs, '00101010') @> ARRAY[$1::text]" in text
+    assert "tessera_attr_text(st.attrs, '00081080') LIKE $" in text
+
+
+def test_fuzzy_matching_uses_the_folded_form():
+    query = parse_query([("PatientName", "jo sm"), ("fuzzymatching", "true")], Level.STUDY)
+    text = search_sql(query, page_of(query, 10)).text
+    assert text.count("p.patient_name_folded LIKE") == 2  # stored, indexed (migration 0003)
+    assert "ILIKE" not in text
+
+
+def test_modalities_in_study_is_array_containment():
+    query = parse_query([("ModalitiesInStudy", "MR")], Level.STUDY)
+    assert "st.modalities_in_study @> ARRAY[$1::text]" in search_sql(query, page_of(query, 1)).text
+
+
+@pytest.mark.parametrize(
+    ("value", "groupwise"),
+    [
+        ("*smi*", False),  # anywhere is within a group: the trigram index answers it alone
+        ("smi*", True),  # anchored: each component group on its own (PS3.5 6.2.1)
+        ("*s*h*", True),  # an inner '*' could reach across a '=' between groups
+        ("*s?h*", True),
+    ],
+)
+def test_person_name_wildcards(value, groupwise):
+    query = parse_query([("PatientName", value)], Level.STUDY)
+    text = search_sql(query, page_of(query, 10)).text
+    assert "p.patient_name ILIKE $" in text
+    assert ("string_to_array(p.patient_name, '=')" in text) is groupwise

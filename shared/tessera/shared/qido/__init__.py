@@ -6,7 +6,11 @@ router reuses the parsing (and, later, the merging) when it fans a search out.
     attributes  keyword or tag -> Attribute  (PS3.18 8.3.4.1: tag, VR, level)
     params      query string   -> QidoQuery  (PS3.18 8.3.4, PS3.4 C.2.2.2 value forms)
     sql         QidoQuery      -> Sql        (parameterised SELECT for one shard's schema)
-    result      rows           -> DICOM JSON (PS3.18 10.6.3.3 response attributes)
+    match       MatchKey       -> condition  (PS3.4 C.2.2.2 matching, C.2.2.2.6 sequences)
+    names       PN matching, fuzzy matching (PS3.18 8.3.4.2), LIKE patterns
+    dates       DA/TM/DT ranges, UTC offsets, combined date-time (C.2.2.2.5.1)
+    result      which attributes a result holds (PS3.18 10.6.3.3), the Warning
+    render      the result's DICOM JSON, built by PostgreSQL
 """
 
 from tessera.shared.qido.attributes import Attribute, Level, resolve_attribute

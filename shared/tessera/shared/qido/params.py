@@ -14,6 +14,11 @@ Match values are classified per PS3.4 C.2.2.2 into :data:`Matcher` forms:
     "20240101-", "-1200", "a-b"  Range       C.2.2.2.5 (DA, TM, DT only)
     "CT\\MR" (any other VR)      AnyOf       multiple value matching (PS3.18 8.3.4.6)
 
+A key may name an attribute inside a sequence (PS3.18 8.3.4.1 ``attribute-path``, e.g.
+``RequestAttributesSequence.RequestedProcedureID=RP1`` or ``00400275.00401001=RP1``):
+Sequence Matching, PS3.4 C.2.2.2.6 — an entity matches if any item of the sequence
+matches. Such a key is :attr:`MatchKey.path`; the sequence itself is returned.
+
 Query parameters besides the match keys (PS3.18 Table 8.3.4-1): ``includefield``
 (repeated and/or comma-separated, keyword or tag, or ``all``), ``limit`` and ``offset``
 (uint), and the booleans ``fuzzymatching``, ``emptyvaluematching`` and
@@ -28,10 +33,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from tessera.shared.errors import QueryError
-from tessera.shared.qido.attributes import RETURN_ONLY, Attribute, Level, resolve_attribute
+from tessera.shared.levels import Layout
+from tessera.shared.qido.attributes import (
+    DEFAULT_LAYOUT,
+    RETURN_ONLY,
+    Attribute,
+    Level,
+    resolve_attribute,
+)
 
-# VRs that cannot be matched (bulk data, sequences; sequence matching C.2.2.2.6 is not
-# supported yet).
+# VRs that cannot be matched with a value: bulk data, and a sequence as a whole (its
+# items' attributes can, C.2.2.2.6).
 _UNMATCHABLE_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UN"})
 _BOOLEANS = ("fuzzymatching", "emptyvaluematching", "multiplevaluematching")
 _HTTP_PARAMS = frozenset({"accept", "charset"})
@@ -74,9 +86,18 @@ Matcher = Universal | Single | Wildcard | Range | AnyOf
 
 @dataclass(frozen=True, slots=True)
 class MatchKey:
+    """One matching key. ``attribute`` is the top-level element (for a sequence key the
+    sequence, whose level decides where it is matched); ``path`` the attributes inside
+    its items, outermost first (C.2.2.2.6); the last of them is what ``matcher`` tests."""
+
     attribute: Attribute
     value: str  # as sent (stripped of surrounding spaces)
     matcher: Matcher
+    path: tuple[Attribute, ...] = ()
+
+    @property
+    def leaf(self) -> Attribute:
+        return self.path[-1] if self.path else self.attribute
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,13 +136,18 @@ class QidoQuery:
     fuzzymatching: bool = False
     emptyvaluematching: bool = False
     multiplevaluematching: bool = True
+    layout: Layout = DEFAULT_LAYOUT  # which attributes the index keeps at which level
 
 
 def parse_query(
-    items: Iterable[tuple[str, str]], level: Level, scope: Scope = Scope()
+    items: Iterable[tuple[str, str]],
+    level: Level,
+    scope: Scope = Scope(),
+    layout: Layout = DEFAULT_LAYOUT,
 ) -> QidoQuery:
-    """Parse a decoded query string for a search at ``level`` within ``scope``."""
-    raw: dict[str, tuple[str, Attribute, list[str]]] = {}
+    """Parse a decoded query string for a search at ``level`` within ``scope``; ``layout``
+    says at which level the index keeps each attribute."""
+    raw: dict[tuple[str, ...], tuple[str, tuple[Attribute, ...], list[str]]] = {}
     includes: dict[str, Attribute] = {}
     include_all = False
     numbers: dict[str, int] = {}
@@ -132,7 +158,7 @@ def parse_query(
                 if part == "all":
                     include_all = True
                 elif part:
-                    attribute = resolve_attribute(part.split(".")[0])
+                    attribute = resolve_attribute(part.split(".")[0], layout)
                     includes.setdefault(attribute.tag, attribute)
         elif name in ("limit", "offset"):
             if name in numbers:
@@ -145,17 +171,16 @@ def parse_query(
         elif name in _HTTP_PARAMS:
             continue
         else:
-            attribute = _match_attribute(name, level)
-            if attribute.tag in raw:
-                if attribute.vr != "UI":
+            path = _match_path(name, level, layout)
+            key = tuple(a.tag for a in path)
+            if key in raw:
+                if path[-1].vr != "UI":
                     raise QueryError(f"{name} is given more than once")
-                raw[attribute.tag][2].append(value)  # repeated UID keys form one list
+                raw[key][2].append(value)  # repeated UID keys form one list
             else:
-                raw[attribute.tag] = (name, attribute, [value])
+                raw[key] = (name, path, [value])
     multiple = flags.get("multiplevaluematching", True)
-    matches = tuple(
-        _match_key(name, attribute, values, multiple) for name, attribute, values in raw.values()
-    )
+    matches = tuple(_match_key(name, path, values, multiple) for name, path, values in raw.values())
     return QidoQuery(
         level=level,
         scope=scope,
@@ -167,6 +192,7 @@ def parse_query(
         fuzzymatching=flags.get("fuzzymatching", False),
         emptyvaluematching=flags.get("emptyvaluematching", False),
         multiplevaluematching=multiple,
+        layout=layout,
     )
 
 
@@ -183,25 +209,32 @@ def _boolean(name: str, value: str) -> bool:
     return lowered == "true"
 
 
-def _match_attribute(name: str, level: Level) -> Attribute:
-    if "." in name:
-        raise QueryError(f"{name}: sequence matching (PS3.4 C.2.2.2.6) is not supported")
-    attribute = resolve_attribute(name)
+def _match_path(name: str, level: Level, layout: Layout) -> tuple[Attribute, ...]:
+    """The attribute of a key, or for a sequence key (``Seq.Item``, PS3.18 8.3.4.1) the
+    sequence followed by the attributes inside its items."""
+    path = tuple(resolve_attribute(part, layout) for part in name.split("."))
+    for outer in path[:-1]:
+        if outer.vr != "SQ":
+            raise QueryError(f"{name}: {outer.keyword or outer.tag} is not a sequence")
+    attribute = path[0]
     if attribute.level.value > level.value:
         raise QueryError(
             f"{name} is a {attribute.level.label}-level attribute: not a matching key "
             f"when searching for {level.label} entities (PS3.4 C.6.1.1)"
         )
-    return attribute
+    return path
 
 
-def _match_key(name: str, attribute: Attribute, values: list[str], multiple: bool) -> MatchKey:
+def _match_key(
+    name: str, path: tuple[Attribute, ...], values: list[str], multiple: bool
+) -> MatchKey:
+    leaf = path[-1]
     value = "\\".join(v.strip() for v in values if v.strip())
-    matcher = parse_matcher(name, value, attribute.vr, multiple)
+    matcher = parse_matcher(name, value, leaf.vr, multiple)
     if not isinstance(matcher, Universal):
-        if attribute.tag in RETURN_ONLY or attribute.vr in _UNMATCHABLE_VRS:
+        if leaf.tag in RETURN_ONLY or leaf.vr in _UNMATCHABLE_VRS:
             raise QueryError(f"{name} is not a matching key (it can only be returned)")
-    return MatchKey(attribute, value, matcher)
+    return MatchKey(path[0], value, matcher, path[1:])
 
 
 def parse_matcher(name: str, value: str, vr: str, multiple: bool = True) -> Matcher:

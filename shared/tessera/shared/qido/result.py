@@ -1,4 +1,4 @@
-"""DICOM JSON search results (PS3.18 10.6.3.3, F.2) from the rows of :mod:`.sql`.
+"""What each search result holds (PS3.18 10.6.3.3, Tables 10.6.3-3/-4/-5), and the Warning.
 
 Each result holds, in tag order:
 
@@ -10,18 +10,14 @@ Each result holds, in tag order:
   parent entities are always given;
 * every matching key and every ``includefield`` attribute of this level or above
   (attributes of lower levels are not returned, 10.6.3.3.1); ``includefield=all`` adds
-  every attribute the index holds for the entity.
+  every attribute the index holds for the entity (for studies, also the computed ones
+  such as NumberOfPatientRelatedStudies); bulk data (Pixel Data) is never returned.
 
-Values come from ``study.attrs`` / ``series.attrs`` (study and series results) or the
-instance's stored metadata (instance results); counts, ModalitiesInStudy and
-RetrieveURL are computed. The document is serialized once, as UTF-8 JSON.
+:func:`return_attributes` decides that list; :mod:`.render` has PostgreSQL build each
+document from it.
 """
 
 from __future__ import annotations
-
-import json
-from collections.abc import Iterable, Mapping
-from typing import Any
 
 from tessera.shared.qido.attributes import Level
 from tessera.shared.qido.params import QidoQuery
@@ -90,12 +86,6 @@ CONDITIONAL: dict[Level, frozenset[str]] = {
         }
     ),
 }
-# What a builder returns: every attribute it can give (by tag), and the tags that
-# includefield=all adds: the entity's own level's attributes.
-Built = tuple[dict[str, Any], set[str]]
-_RETRIEVE_URL = "00081190"
-# bulk data is not returned by a search, even for includefield=all
-_PIXEL_TAGS = frozenset({"7FE00008", "7FE00009", "7FE00010"})
 
 
 def return_attributes(query: QidoQuery) -> dict[str, str | None]:
@@ -120,93 +110,6 @@ def return_attributes(query: QidoQuery) -> dict[str, str | None]:
         if attribute.level.value <= level.value:
             wanted[attribute.tag] = attribute.vr if attribute.vr != "UN" else None
     return wanted
-
-
-def render(rows: Iterable[Mapping[str, Any]], query: QidoQuery, base_url: str) -> bytes:
-    """The response body: a JSON array of one DICOM JSON object per row."""
-    wanted = return_attributes(query)
-    build = {Level.STUDY: _study, Level.SERIES: _series, Level.INSTANCE: _instance}[query.level]
-    results = []
-    for row in rows:
-        source, own = build(row, base_url)
-        tags = set(wanted) | own if query.include_all else set(wanted)
-        results.append(_select(source, wanted, tags))
-    return json.dumps(results, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def _select(
-    source: dict[str, Any], wanted: dict[str, str | None], tags: set[str]
-) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for tag in sorted(tags):
-        element = source.get(tag)
-        if element is not None:
-            out[tag] = element
-        elif (vr := wanted.get(tag)) is not None:
-            out[tag] = {"vr": vr}
-    return out
-
-
-def _element(vr: str, *values: Any) -> dict[str, Any]:
-    return {"vr": vr, "Value": list(values)} if values else {"vr": vr}
-
-
-def _study_computed(row: Mapping[str, Any], base_url: str) -> dict[str, Any]:
-    return {
-        "00080056": _element("CS", "ONLINE"),
-        "00080061": _element("CS", *row["modalities_in_study"]),
-        "00080062": _element("UI", *row["sop_classes_in_study"]),
-        "00201206": _element("IS", row["number_of_series"]),
-        "00201208": _element("IS", row["study_instances"]),
-        _RETRIEVE_URL: _element("UR", f"{base_url}/studies/{row['study_instance_uid']}"),
-    }
-
-
-def _study(row: Mapping[str, Any], base_url: str) -> Built:
-    computed = _study_computed(row, base_url)
-    return {**row["study_attrs"], **computed}, set(row["study_attrs"]) | set(computed)
-
-
-def _series_url(row: Mapping[str, Any], base_url: str) -> str:
-    return f"{base_url}/studies/{row['study_instance_uid']}/series/{row['series_instance_uid']}"
-
-
-def _series(row: Mapping[str, Any], base_url: str) -> Built:
-    source = {
-        **row["study_attrs"],
-        **_study_computed(row, base_url),
-        **row["series_attrs"],
-        "00201209": _element("IS", row["series_instances"]),
-        _RETRIEVE_URL: _element("UR", _series_url(row, base_url)),
-    }
-    return source, set(row["series_attrs"])
-
-
-def _instance(row: Mapping[str, Any], base_url: str) -> Built:
-    metadata = json.loads(row["metadata"])
-    for tag in _PIXEL_TAGS & metadata.keys():
-        del metadata[tag]
-    _absolute_bulk_uris(metadata, base_url)
-    url = f"{_series_url(row, base_url)}/instances/{row['sop_instance_uid']}"
-    source = {
-        **metadata,
-        **_study_computed(row, base_url),
-        "00201209": _element("IS", row["series_instances"]),
-        _RETRIEVE_URL: _element("UR", url),
-    }
-    return source, set(metadata)
-
-
-def _absolute_bulk_uris(dataset: dict[str, Any], base_url: str) -> None:
-    """Stored BulkDataURIs are root-relative ("/studies/..."); a client needs them whole."""
-    for element in dataset.values():
-        uri = element.get("BulkDataURI")
-        if isinstance(uri, str) and uri.startswith("/"):
-            element["BulkDataURI"] = base_url + uri
-        if element.get("vr") == "SQ":
-            for item in element.get("Value") or ():
-                if isinstance(item, dict):
-                    _absolute_bulk_uris(item, base_url)
 
 
 def more_results_warning(agent: str, remaining: int) -> str:
