@@ -20,18 +20,16 @@ import asyncio
 import logging
 from typing import Any
 
-import redis.asyncio as aioredis
 from celery import shared_task
-from redis.exceptions import LockError
 
 from tessera.shared.dicomjson import quiet_pydicom
 from tessera.shared.errors import NotAcceptable
 from tessera.shared.rendering import PDF, RenderParams
 from tessera.shared.settings import Settings
-from tessera.shared.storage import open_store, rendered_key
+from tessera.shared.storage import ObjectStore, rendered_key
 from tessera.transcode import convert, render, render_source
+from tessera.transcode.cache import produce_once
 from tessera.transcode.celery_app import settings_of
-from tessera.transcode.tasks import LOCK_TIMEOUT, lock_name
 
 log = logging.getLogger(__name__)
 
@@ -70,34 +68,16 @@ def rendition(data: bytes, frame_number: int, params: RenderParams) -> bytes:
 async def render_object(
     settings: Settings, storage_key: str, frame_number: int, params: RenderParams
 ) -> str:
-    """Render (or find rendered) one frame of the stored object; the key of the result."""
+    """Render (or find rendered) one frame of the stored object; the key of the result.
+
+    Rendered once under the shared cache lock (:func:`~tessera.transcode.cache.produce_once`).
+    """
     key = rendered_key(storage_key, frame_number, params.digest(), params.extension)
-    store = open_store(settings)
-    redis = aioredis.Redis.from_url(settings.redis_url)
-    try:
-        if await store.exists(key):
-            return key
-        lock = redis.lock(
-            lock_name(key), timeout=LOCK_TIMEOUT, blocking_timeout=settings.transcode_timeout
-        )
-        locked = await lock.acquire()
-        if not locked:
-            log.warning(
-                "%s: still locked after %gs, rendering anyway", key, settings.transcode_timeout
-            )
-        try:
-            if await store.exists(key):  # made while we waited for the lock
-                return key
-            data = await store.get_bytes(storage_key)
-            await store.put_bytes(key, rendition(data, frame_number, params))
-            log.info("%s: frame %d rendered as %s", storage_key, frame_number, params.media_type)
-            return key
-        finally:
-            if locked:
-                try:
-                    await lock.release()
-                except LockError:
-                    log.warning("%s: the lock expired before the rendering ended", key)
-    finally:
-        await redis.aclose()
-        await store.close()
+
+    async def make(store: ObjectStore) -> bytes:
+        data = await store.get_bytes(storage_key)
+        out = rendition(data, frame_number, params)
+        log.info("%s: frame %d rendered as %s", storage_key, frame_number, params.media_type)
+        return out
+
+    return await produce_once(settings, key, make)
