@@ -15,6 +15,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 
@@ -120,19 +121,7 @@ async def _index_one(
            SELECT pk FROM ins""",
         inst.sop_instance_uid,
         series_pk,
-        inst.sop_class_uid,
-        text(md, "00200013"),
-        _int_or_none(text(md, "00200013")),
-        inst.transfer_syntax_uid,
-        inst.rows,
-        inst.columns,
-        inst.number_of_frames,
-        inst.storage_key,
-        inst.size,
-        inst.sha256,
-        _dumps_or_none(inst.pixel_data),
-        _dumps(inst.metadata),
-        _dumps(instance_attrs(md)),
+        *_instance_values(inst, md),
         inst.study_instance_uid,
         inst.series_instance_uid,
     )
@@ -173,19 +162,7 @@ async def _index_existing(
                attrs=$14::text::jsonb
             WHERE pk=$1 RETURNING series_pk""",
         row["pk"],
-        inst.sop_class_uid,
-        text(md, "00200013"),
-        _int_or_none(text(md, "00200013")),
-        inst.transfer_syntax_uid,
-        inst.rows,
-        inst.columns,
-        inst.number_of_frames,
-        inst.storage_key,
-        inst.size,
-        inst.sha256,
-        _dumps_or_none(inst.pixel_data),
-        _dumps(inst.metadata),
-        _dumps(instance_attrs(md)),
+        *_instance_values(inst, md),
     )
     touched.series.add(series_pk)
     touched.studies.add(await conn.fetchval("SELECT study_pk FROM series WHERE pk=$1", series_pk))
@@ -289,6 +266,26 @@ async def _feed(conn: asyncpg.Connection, action: str, inst: IndexInstance) -> N
         inst.study_instance_uid,
         inst.series_instance_uid,
         inst.sop_instance_uid,
+    )
+
+
+def _instance_values(inst: IndexInstance, md: dict) -> tuple[Any, ...]:
+    """The instance row's values from sop_class_uid to attrs, in column order (the INSERT's
+    $3..$15 and the UPDATE's $2..$14)."""
+    return (
+        inst.sop_class_uid,
+        text(md, "00200013"),
+        _int_or_none(text(md, "00200013")),
+        inst.transfer_syntax_uid,
+        inst.rows,
+        inst.columns,
+        inst.number_of_frames,
+        inst.storage_key,
+        inst.size,
+        inst.sha256,
+        _dumps_or_none(inst.pixel_data),
+        _dumps(inst.metadata),
+        _dumps(instance_attrs(md)),
     )
 
 
