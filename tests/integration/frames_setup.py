@@ -9,28 +9,23 @@ index is a fresh PostgreSQL database per test.
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import httpx
 import numpy as np
 import pytest
-import redis
-from celery.contrib.testing.worker import start_worker
 from pydicom import dcmread
 from pydicom.dataset import FileDataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import pack_bits, pixel_array
 from pydicom.uid import UID
-from starlette.applications import Starlette
 
-from tessera.retrieve.app import create_app
 from tessera.shared.dicomjson import quiet_pydicom
 from tessera.shared.mediatypes import parse_media_type
 from tessera.shared.settings import Settings
-from tessera.transcode.celery_app import create_app as create_transcode_app
+from tests.integration.rendering_setup import started as started  # re-exported for the frames tests
+from tests.integration.rendering_setup import transcode_worker as shared_worker
 
 # Celery 5.7's Redis result backend stores results with redis-py's deprecated setex; in
 # the worker thread that warning, made an error, would lose every result.
@@ -42,22 +37,9 @@ REDIS_DB = 13  # of our own: 3, 4, 7, 11, 12 are other modules' workers
 
 @contextmanager
 def transcode_worker(redis_url: str, objects: Path) -> Iterator[Settings]:
-    url = urlunsplit(urlsplit(redis_url)._replace(path=f"/{REDIS_DB}"))
-    settings = Settings.from_env({}, redis_url=url, storage_url=objects.as_uri())
-    app = create_transcode_app(settings)
-    with start_worker(
-        app,
-        pool="threads",
-        concurrency=2,
-        perform_ping_check=False,
-        shutdown_timeout=30,
-        loglevel="CRITICAL",
-    ):
+    """A transcode worker on this module's own Redis database."""
+    with shared_worker(redis_url, objects, REDIS_DB) as settings:
         yield settings
-    app.close()
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    client.close()
 
 
 def retrieve_settings(database: str, worker: Settings) -> Settings:
@@ -68,14 +50,6 @@ def retrieve_settings(database: str, worker: Settings) -> Settings:
         redis_url=worker.redis_url,
         transcode_timeout=60.0,
     )
-
-
-async def started(settings: Settings) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-            yield app, c
 
 
 def read(path: Path) -> FileDataset:

@@ -10,21 +10,17 @@ from __future__ import annotations
 import io
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import numpy as np
 import pytest
-import redis
-from celery.contrib.testing.worker import start_worker
 from pydicom import dcmread
 from starlette.applications import Starlette
 
-from tessera.retrieve.app import create_app
 from tessera.shared.dicomjson import quiet_pydicom
 from tessera.shared.settings import Settings
 from tessera.shared.storage import derived_key
-from tessera.transcode.celery_app import create_app as create_transcode_app
+from tests.integration.rendering_setup import started, transcode_worker
 from tests.integration.retrieve_corpus import EVRLE, FLAIR, IMPLICIT, JPEG, parts, store_files
 
 RLE = "1.2.840.10008.1.2.5"
@@ -45,30 +41,8 @@ def objects(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def transcode(redis_url: str, objects: Path) -> Iterator[Settings]:
     """A transcode worker on Redis database 4; its settings."""
-    url = urlunsplit(urlsplit(redis_url)._replace(path="/4"))
-    settings = Settings.from_env({}, redis_url=url, storage_url=objects.as_uri())
-    app = create_transcode_app(settings)
-    with start_worker(
-        app,
-        pool="threads",
-        concurrency=2,
-        perform_ping_check=False,
-        shutdown_timeout=30,
-        loglevel="CRITICAL",
-    ):
+    with transcode_worker(redis_url, objects, 4) as settings:
         yield settings
-    app.close()
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    client.close()
-
-
-async def started(settings: Settings) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-            yield app, c
 
 
 @pytest.fixture
