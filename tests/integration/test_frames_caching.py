@@ -172,13 +172,13 @@ async def test_identical_frame_decodes_run_once(worker, monkeypatch):
     stored frame (the cache). Sent by name, as retrieve sends them."""
     calls = []
 
-    def counted(data: bytes, frame_number: int) -> bytes:
+    def counted(data: bytes, frame_number: int, target_ts: str, frames: int | None = None) -> bytes:
         calls.append(frame_number)
         time.sleep(0.5)  # long enough for the second task to wait on the lock
-        return original(data, frame_number)
+        return original(data, frame_number, target_ts, frames)
 
-    original = frames_task.decode_frame
-    monkeypatch.setattr(frames_task, "decode_frame", counted)
+    original = frames_task.frame_in  # what the task converts every frame with
+    monkeypatch.setattr(frames_task, "frame_in", counted)
     data = CINE.read_bytes()
     key = instance_key(hashlib.sha256(data).hexdigest())
     store = open_store(worker)

@@ -4,12 +4,20 @@ one-frame decoding."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import pytest
 from pydicom import dcmread
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import pixel_array
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    SecondaryCaptureImageStorage,
+    generate_uid,
+)
 from starlette.requests import Request
 
 from tessera.retrieve.caching import cache_control, entity_tag, matches
@@ -20,11 +28,15 @@ from tessera.retrieve.negotiation import (
     compressed_media_type,
 )
 from tessera.retrieve.transcoding import can_transcode_frame
+from tessera.shared.dicomfile import parse_instance
 from tessera.shared.dicomjson import quiet_pydicom
 from tessera.shared.errors import BadRequest, NotFound, UnsupportedTransferSyntax
+from tessera.shared.frameindex import frame_range
 from tessera.shared.mediatypes import parse_accept
 from tessera.shared.refs import InstanceRef, SeriesRef
 from tessera.shared.settings import Settings
+from tessera.shared.storage import LocalStore
+from tessera.transcode.frame_source import FrameLocation, read_frame_dataset
 from tessera.transcode.frames import decode_frame
 
 CORPUS = Path(__file__).parents[1] / "data" / "corpus"
@@ -77,8 +89,9 @@ def choose(accept: str | None, stored: str) -> tuple[str, str] | None:
         (f'{MR}; type="image/jpeg"; transfer-syntax={JPEG}', JPEG, ("image/jpeg", JPEG)),
         (f"{MR}; type=image/jls", JLS, ("image/jls", JLS)),
         (f'{MR}; type="image/x-dicom-rle"', RLE, ("image/dicom-rle", RLE)),
-        (f'{MR}; type="image/jls"; transfer-syntax={JLS}', JPEG, None),
-        (f'{MR}; type="image/jpeg"', EVRLE, None),
+        (f'{MR}; type="image/jls"; transfer-syntax={JLS}', JPEG, ("image/jls", JLS)),  # encoded
+        # not stored in one of the type's syntaxes: its default (D), encoded
+        (f'{MR}; type="image/jpeg"', EVRLE, ("image/jpeg", "1.2.840.10008.1.2.4.70")),
         (f'{MR}; type="image/jp2"; transfer-syntax={JPEG}', JPEG, None),  # not a jp2 syntax
         # q and the cost of converting
         (
@@ -86,10 +99,11 @@ def choose(accept: str | None, stored: str) -> tuple[str, str] | None:
             JPEG,
             ("image/jpeg", JPEG),
         ),
-        (f'{MR}; type="image/jls", {MR}; type="{OCTET}"; q=0.3', JPEG, (OCTET, EVRLE)),
+        (f'{MR}; type="image/jls", {MR}; type="{OCTET}"; q=0.3', JPEG, ("image/jls", JLS)),
         (f'{MR}; type="{OCTET}", {MR}; type="image/jpeg"', JPEG, ("image/jpeg", JPEG)),  # no work
         (f'*/*, {MR}; type="image/jpeg"; q=0', JPEG, None),
-        (f'{MR}; type="{OCTET}"; transfer-syntax={J2K}', JPEG, None),  # no J2K encoder
+        (f'{MR}; type="{OCTET}"; transfer-syntax={J2K}', JPEG, (OCTET, J2K)),  # encoded
+        (f'{MR}; type="{OCTET}"; transfer-syntax=1.2.840.10008.1.2.4.110', JPEG, None),  # no JXL
         ("image/jpeg", JPEG, None),  # a bare part type is not a WADO-RS response
         ('multipart/related; type="application/dicom"', JPEG, None),
     ],
@@ -187,3 +201,132 @@ def test_decode_frame_refuses_what_it_cannot_do():
         decode_frame((CORPUS / "sample-pdf.dcm").read_bytes(), 1)
     with pytest.raises(UnsupportedTransferSyntax):
         decode_frame((CORPUS / "2026-05-26-oob-monochrome-65535.dcm").read_bytes(), 1)
+
+
+# --- transcode reads only the attributes and the asked frame (frame_source) ---------------
+
+
+class ReadCountingStore(LocalStore):
+    """A real local store that counts the bytes read from it."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.bytes_read = 0
+        self.reads: list[tuple[int, int | None]] = []
+
+    async def get_bytes(self, key: str, start: int = 0, length: int | None = None) -> bytes:
+        data = await super().get_bytes(key, start, length)
+        self.reads.append((start, length))
+        self.bytes_read += len(data)
+        return data
+
+
+def multiframe_j2k(frames: int = 8, size: int = 128) -> bytes:
+    """A multi-frame JPEG 2000 Lossless object (none in the corpus), via pylibjpeg."""
+    ds = Dataset()
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID, ds.StudyInstanceUID, ds.SeriesInstanceUID = (generate_uid() for _ in "123")
+    ds.PatientName, ds.PatientID, ds.Modality = "Frames^Test", "F-1", "OT"
+    ds.Rows = ds.Columns = size
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.NumberOfFrames = frames
+    y, x = np.mgrid[:size, :size]
+    ds.PixelData = (
+        np.stack([(x * y * (k + 1)) % 4096 for k in range(frames)]).astype("<u2").tobytes()
+    )
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    with quiet_pydicom():
+        ds.compress(JPEG2000Lossless, encoding_plugin="pylibjpeg")
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def located(data: bytes, frame: int) -> FrameLocation:
+    """The location retrieve passes the frame task, from the index ingest builds."""
+    pixel = parse_instance(io.BytesIO(data)).pixel_data_json()
+    assert pixel is not None
+    where = frame_range(pixel, frame)
+    assert where is not None
+    return FrameLocation(int(pixel["offset"]), where.offset, where.length, where.items)
+
+
+LOCATED = [
+    ("Issue164.dcm", 1),  # 87 JPEG frames
+    ("Issue164.dcm", 87),
+    ("Issue16.dcm", 20),
+    ("LenaTwiceWithFragments.dcm", 2),  # a frame of 34 fragments
+    ("2022-11-14-RLEPlanarConfiguration.dcm", 1),
+    *(
+        (f"TransferSyntaxes/1.2.840.10008.1.2.{ts}.dcm", 1)
+        for ts in ("4.50", "4.57", "4.70", "4.80", "4.81", "4.90", "4.91", "5")
+    ),
+    ("j2k-multiframe", 1),
+    ("j2k-multiframe", 8),
+]
+
+
+@pytest.mark.parametrize(("name", "frame"), LOCATED)
+async def test_a_located_frame_decodes_as_pydicom_from_two_ranged_reads(tmp_path, name, frame):
+    data = multiframe_j2k() if name == "j2k-multiframe" else (CORPUS / name).read_bytes()
+    location = located(data, frame)
+    store = ReadCountingStore(tmp_path)
+    await store.put_bytes("object.dcm", data)
+    ds, frames = await read_frame_dataset(store, "object.dcm", location)
+    got = decode_frame(ds, frame, frames)
+    assert got == decode_frame(data, frame)  # pydicom's decoding of the whole object
+    assert sorted(store.reads) == sorted([(0, location.header), (location.offset, location.length)])
+    assert store.bytes_read == location.header + location.length
+
+
+async def test_decoding_frame_one_of_a_multiframe_object_reads_a_small_part(tmp_path):
+    """The figures for the report: bytes read to decode frame 1, against the object."""
+    sources = {"Issue164.dcm": (CORPUS / "Issue164.dcm").read_bytes(), "j2k": multiframe_j2k()}
+    for name, data in sources.items():
+        store = ReadCountingStore(tmp_path / name)
+        await store.put_bytes("object.dcm", data)
+        ds, frames = await read_frame_dataset(store, "object.dcm", located(data, 1))
+        decode_frame(ds, 1, frames)
+        print(f"{name}: {store.bytes_read} of {len(data)} bytes read for frame 1 of {frames}")
+        assert store.bytes_read < len(data) / 5
+
+
+async def test_a_located_frame_is_checked(tmp_path):
+    data = (CORPUS / "Issue16.dcm").read_bytes()
+    store = ReadCountingStore(tmp_path)
+    await store.put_bytes("object.dcm", data)
+    ds, frames = await read_frame_dataset(store, "object.dcm", located(data, 1))
+    with pytest.raises(NotFound, match="frame 35"):
+        decode_frame(ds, 35, frames)
+    where = located(data, 1)
+    bad = FrameLocation(where.header, where.offset - 8, where.length + 8, 2)  # not 2 items
+    with pytest.raises(ValueError, match="item"):
+        await read_frame_dataset(store, "object.dcm", bad)
+    past = FrameLocation(where.header, len(data) - 4, 100)
+    with pytest.raises(ValueError, match="past the end"):
+        await read_frame_dataset(store, "object.dcm", past)
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        None,
+        {},
+        {"header": 10, "offset": 20, "length": 5},  # items missing
+        {"header": 0, "offset": 20, "length": 5, "items": 0},
+        {"header": 30, "offset": 20, "length": 5, "items": 0},  # frame before the header
+        {"header": 10, "offset": 20, "length": 0, "items": 0},
+        {"header": 10, "offset": "20", "length": 5, "items": 0},
+        {"header": True, "offset": 20, "length": 5, "items": 0},
+        {"header": 1 << 40, "offset": 1 << 41, "length": 5, "items": 0},
+    ],
+)
+def test_frame_location_from_task_arguments_refuses_nonsense(doc):
+    assert FrameLocation.from_json(doc) is None
+
+
+def test_frame_location_round_trip():
+    where = FrameLocation(744, 792, 26626, 0)
+    assert FrameLocation.from_json(where.to_json()) == where

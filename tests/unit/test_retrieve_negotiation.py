@@ -10,15 +10,31 @@ import pytest
 
 from tessera.retrieve.bulkdata import until_sequence_delimiter
 from tessera.retrieve.metadata import absolute_bulkdata_uris
-from tessera.retrieve.negotiation import PartNegotiation, metadata_media_type
-from tessera.retrieve.transcoding import can_transcode
+from tessera.retrieve.negotiation import (
+    COMPRESSED_MEDIA_TYPES,
+    PartNegotiation,
+    compressed_media_type,
+    metadata_media_type,
+)
+from tessera.retrieve.transcoding import (
+    COMPRESSED_TARGETS,
+    FRAME_TARGETS,
+    TARGETS,
+    can_transcode,
+    can_transcode_frame,
+)
 from tessera.shared.errors import NotAcceptable, TesseraError
 from tessera.shared.mediatypes import parse_accept
 
 EVRLE = "1.2.840.10008.1.2.1"
 JPEG = "1.2.840.10008.1.2.4.50"
 J2K = "1.2.840.10008.1.2.4.90"
+J2K_LOSSY = "1.2.840.10008.1.2.4.91"
+HTJ2K = "1.2.840.10008.1.2.4.201"
+JLS = "1.2.840.10008.1.2.4.80"
 RLE = "1.2.840.10008.1.2.5"
+JXL = "1.2.840.10008.1.2.4.110"  # JPEG XL Lossless: decoded nowhere here, encoded neither
+JPX = "1.2.840.10008.1.2.4.92"  # JPEG 2000 Part 2: no encoder
 DICOM = 'multipart/related; type="application/dicom"'
 
 
@@ -36,10 +52,18 @@ def choose(accept: str | None, stored: str) -> str | None:
         (DICOM, JPEG, EVRLE),  # absent transfer-syntax asks for Explicit VR LE: convert
         (f"{DICOM}; transfer-syntax=*", JPEG, JPEG),
         (f"{DICOM}; transfer-syntax={RLE}", JPEG, RLE),
-        (f"{DICOM}; transfer-syntax={J2K}", JPEG, None),  # transcode does not make J2K
+        # Table 8.7.3-2: any Transfer Syntax transcode encodes (issue 4)
+        (f"{DICOM}; transfer-syntax={J2K}", JPEG, J2K),
+        (f"{DICOM}; transfer-syntax={J2K_LOSSY}", EVRLE, J2K_LOSSY),
+        (f"{DICOM}; transfer-syntax={HTJ2K}", RLE, HTJ2K),
+        (f"{DICOM}; transfer-syntax={JLS}", J2K, JLS),
+        (f"{DICOM}; transfer-syntax={JPEG}", EVRLE, JPEG),
+        (f"{DICOM}; transfer-syntax={JXL}", JPEG, None),  # transcode does not make JPEG XL
+        (f"{DICOM}; transfer-syntax={JPX}", EVRLE, None),  # nor JPEG 2000 Part 2
         (f"{DICOM}; transfer-syntax={J2K}", J2K, J2K),
         ("multipart/related; type=application/dicom; transfer-syntax=*", J2K, J2K),
-        (f"{DICOM}; transfer-syntax={J2K}, {DICOM}; q=0.5", JPEG, EVRLE),
+        (f"{DICOM}; transfer-syntax={JXL}, {DICOM}; q=0.5", JPEG, EVRLE),
+        (f"{DICOM}; transfer-syntax={J2K}, {DICOM}; q=0.5", JPEG, J2K),
         (f"{DICOM}; q=0.5, {DICOM}; transfer-syntax=*; q=0.5", JPEG, JPEG),  # tie: no work
         (f"{DICOM}; q=0.9, {DICOM}; transfer-syntax=*; q=0.5", JPEG, EVRLE),
         (f"*/*, {DICOM}; transfer-syntax={JPEG}; q=0", JPEG, None),
@@ -54,11 +78,58 @@ def test_transfer_syntax_chosen(accept, stored, sent):
 
 
 def test_reasons_name_what_was_asked_and_what_is_stored():
-    n = PartNegotiation(parse_accept(f"{DICOM}; transfer-syntax={J2K}"), "application/dicom")
+    n = PartNegotiation(parse_accept(f"{DICOM}; transfer-syntax={JXL}"), "application/dicom")
     reason = n.not_acceptable([JPEG]).reason
-    assert J2K in reason and JPEG in reason
+    assert JXL in reason and JPEG in reason
     bare = PartNegotiation(parse_accept("application/dicom"), "application/dicom")
     assert "multipart/related" in bare.not_acceptable([]).reason
+
+
+def test_retrieve_asks_for_what_transcode_encodes():
+    """Retrieve cannot import transcode; its list of targets must still be the codecs'."""
+    from tessera.transcode.codecs import CODECS
+
+    assert frozenset(CODECS) == COMPRESSED_TARGETS
+    assert COMPRESSED_TARGETS < TARGETS and COMPRESSED_TARGETS < FRAME_TARGETS
+    # a frame in a target is sent as that target's media type (PS3.18 Table 8.7.3-5)
+    for uid, codec in CODECS.items():
+        assert compressed_media_type(uid) == codec.media_type
+
+
+@pytest.mark.parametrize("target", sorted(COMPRESSED_TARGETS))
+def test_every_compressed_target_is_negotiated_for_instances_and_frames(target):
+    assert choose(f"{DICOM}; transfer-syntax={target}", EVRLE) == target
+    media_type = compressed_media_type(target)
+    assert media_type is not None
+    frames = PartNegotiation(
+        parse_accept(f'multipart/related; type="{media_type}"; transfer-syntax={target}'),
+        "application/octet-stream",
+        COMPRESSED_MEDIA_TYPES,
+    )
+    assert frames.choose_part(EVRLE, can_transcode_frame) == (media_type, target)
+
+
+@pytest.mark.parametrize(
+    ("accept", "stored", "sent"),
+    [
+        # a compressed media type without transfer-syntax: the stored one if it is one of
+        # the type's, else the type's default (D) of Table 8.7.3-5, converted
+        ('multipart/related; type="image/jp2"', J2K_LOSSY, ("image/jp2", J2K_LOSSY)),
+        ('multipart/related; type="image/jp2"', EVRLE, ("image/jp2", J2K)),
+        ('multipart/related; type="image/jls"; transfer-syntax=*', JPEG, ("image/jls", JLS)),
+        ('multipart/related; type="image/jphc"', RLE, ("image/jphc", HTJ2K)),
+        (
+            'multipart/related; type="image/jpeg"',
+            EVRLE,
+            ("image/jpeg", COMPRESSED_MEDIA_TYPES["image/jpeg"][0]),
+        ),
+        ('multipart/related; type="image/jxl"', EVRLE, None),  # no JPEG XL encoder
+        ('multipart/related; type="image/jpx"', EVRLE, None),  # no JPEG 2000 Part 2 encoder
+    ],
+)
+def test_compressed_frame_media_type_default(accept, stored, sent):
+    n = PartNegotiation(parse_accept(accept), "application/octet-stream", COMPRESSED_MEDIA_TYPES)
+    assert n.choose_part(stored, can_transcode_frame) == sent
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,9 @@ BulkDataURI in the instance's metadata (tag paths as in :mod:`tessera.shared.dic
 bytes as stored.
 
 * Pixel Data (7FE0,0010) is a ranged read of the stored object at the offsets the index
-  recorded (``instance.pixel_data``), nothing is parsed;
+  recorded (``instance.pixel_data``), nothing is parsed. An encapsulated value is its
+  items, headers included, up to (not including) the Sequence Delimitation Item: its
+  length follows from the frame index (the last frame ends with the last fragment);
 * any other element is found by reading the object with pydicom — only the bytes before
   Pixel Data when the element precedes it — and :func:`~tessera.shared.dicomjson.
   resolve_tag_path`.
@@ -16,15 +18,43 @@ The part's ``transfer-syntax`` says how the bytes are encoded: the stored (compr
 Transfer Syntax for encapsulated Pixel Data, Explicit VR Big Endian for values of an
 object stored in it, and otherwise Explicit VR Little Endian (a value's bytes are the same
 in Implicit and Explicit VR Little Endian, and in the inflated Deflated syntax).
-No conversion is done here (frames, rendered and Range requests are later work).
+No conversion is done here.
+
+Range (RFC 9110 14; :mod:`.ranges`). PS3.18 (2016b 6.5.5.2.1, Bulk Data Response): "If
+the Range header is specified in the request, the server shall return only the specified
+bytes of the bulk data object". So a Range counts bytes of the *value*, never of the
+multipart/related wrapping, which stays (it is the media type the client accepted, and
+how DICOMweb clients such as dicomweb-client read a ranged bulk answer):
+
+* one range: 206, still ``multipart/related``, one part holding those bytes; the
+  response and the part both carry ``Content-Range: bytes a-b/<value length>``;
+* several ranges: 206, one part per range (after coalescing, :func:`.ranges.coalesce`),
+  each with its ``Content-Range`` — the shape of ``multipart/byteranges`` (RFC 9110
+  14.6) inside the media type DICOMweb asks for;
+* no satisfiable range: 416 with ``Content-Range: bytes */<value length>``; a malformed
+  Range, or an ``If-Range`` that is not the current entity tag: the whole value, 200.
+
+Only the asked bytes are read from storage (a ranged read per range) for Pixel Data; a
+value found with pydicom is read as before and cut. Every answer says
+``Accept-Ranges: bytes``, except an encapsulated value whose length is unknown (no frame
+index: rows indexed before it, or fragments it could not group), which is sent whole with
+``Accept-Ranges: none``.
+
+Validators: a *strong* ``ETag`` (If-Range needs strong comparison, RFC 9110 13.1.5) from
+the object's SHA-256, the tag path, the Transfer Syntax and Content-Location. The
+multipart boundary is derived from that tag, so the same tag always names the same
+bytes. ``If-None-Match`` gives 304 before storage is read. Cache-Control and Vary as
+:mod:`.caching` sets them for the instance.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import struct
 from collections.abc import AsyncIterator
+from typing import Any
 
 from pydicom import dcmread
 from pydicom.charset import convert_encodings
@@ -32,12 +62,14 @@ from pydicom.dataelem import DataElement
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from tessera.retrieve.caching import cache_headers, entity_tag, matches, not_modified
 from tessera.retrieve.context import Context, context
 from tessera.retrieve.negotiation import PartNegotiation, accept_ranges
 from tessera.retrieve.queries import StoredInstance, stored_instances, target_of
+from tessera.retrieve.ranges import ByteRange, NotSatisfiable, requested_ranges
 from tessera.retrieve.streaming import OpenedPart, PartPipeline, open_part
 from tessera.retrieve.transcoding import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN as DEFLATED
 from tessera.retrieve.transcoding import (
@@ -46,7 +78,7 @@ from tessera.retrieve.transcoding import (
 )
 from tessera.shared.dicomjson import parse_tag_path, quiet_pydicom, resolve_tag_path
 from tessera.shared.errors import NotFound, ObjectNotFound, TesseraError
-from tessera.shared.multipart import PartOut, multipart_content_type, new_boundary, write_parts
+from tessera.shared.multipart import PartOut, multipart_content_type, write_parts
 from tessera.shared.refs import InstanceRef
 
 PART_TYPE = "application/octet-stream"
@@ -63,8 +95,31 @@ def value_transfer_syntax(inst: StoredInstance, tag_path: str) -> str:
     return EXPLICIT_VR_LITTLE_ENDIAN
 
 
+def pixel_value_length(pixel: dict[str, Any]) -> int | None:
+    """Bytes of the stored Pixel Data value as served: its defined length, or for
+    encapsulated data the items up to the delimiter, known from the frame index's last
+    frame (it ends with the last fragment, :mod:`tessera.shared.frameindex`)."""
+    if pixel.get("length") is not None:
+        return int(pixel["length"])
+    frames = pixel.get("frames")
+    if isinstance(frames, list) and frames:
+        last = frames[-1]
+        return int(last[0]) + int(last[1]) - int(pixel["offset"])
+    return None
+
+
+def bulk_entity_tag(inst: StoredInstance, tag_path: str, ts: str, location: str) -> str:
+    """A strong entity tag: the answer's bytes follow from these (see the docstring)."""
+    return entity_tag("bulkdata", inst.sha256, tag_path, ts, location).removeprefix("W/")
+
+
+def boundary_of(etag: str) -> str:
+    return hashlib.sha256(b"boundary" + etag.encode()).hexdigest()[:32]
+
+
 async def retrieve_bulkdata(request: Request) -> Response:
-    """One bulk data value of an instance, as stored (PS3.18 10.4.1.3)."""
+    """One bulk data value of an instance, as stored, or byte ranges of it (PS3.18
+    10.4.1.3; RFC 9110 14)."""
     ctx = context(request)
     target = target_of(request.path_params)
     assert isinstance(target, InstanceRef)
@@ -83,9 +138,14 @@ async def retrieve_bulkdata(request: Request) -> Response:
         raise negotiation.not_acceptable([stored_ts], noun="bulk data value")
     content_type = f"{PART_TYPE}; transfer-syntax={ts}"
     location = ctx.base_url(request) + f"{target.path}/bulk/{tag_path}"
-    boundary = new_boundary()
+    etag = bulk_entity_tag(inst, tag_path, ts, location)
+    headers = cache_headers(ctx.settings, target, etag)
+    if matches(request, etag):
+        return not_modified(headers)
+    boundary = boundary_of(etag)
     media_type = multipart_content_type(PART_TYPE, boundary)
     pixel = inst.pixel_data
+    value: bytes | None = None
     if (
         tag != PIXEL_DATA
         or parents
@@ -93,30 +153,82 @@ async def retrieve_bulkdata(request: Request) -> Response:
         or pixel.get("tag", PIXEL_DATA) != PIXEL_DATA  # Float / Double Float Pixel Data
         or inst.transfer_syntax_uid == DEFLATED  # offsets count inflated bytes
     ):
-        body = await _read_value(ctx, inst, tag_path)
-        return StreamingResponse(
-            write_parts([PartOut(content_type, body, location)], boundary), media_type=media_type
+        value = await _read_value(ctx, inst, tag_path)
+        length: int | None = len(value)
+    else:
+        length = pixel_value_length(pixel)
+    if pixel and length is None:  # encapsulated of unknown length: whole, no ranges
+        headers["Accept-Ranges"] = "none"
+        whole = PartPipeline([inst], lambda i: _open_encapsulated(ctx, i, content_type, location))
+        await whole.start()
+        return whole.response(media_type, boundary, headers=headers)
+    assert length is not None
+    headers["Accept-Ranges"] = "bytes"
+    try:
+        ranges = requested_ranges(
+            request.headers.get("range"), request.headers.get("if-range"), etag, length
         )
+    except NotSatisfiable as e:
+        return PlainTextResponse(
+            f"Range Not Satisfiable: the bulk data value has {length} bytes\n",
+            status_code=416,
+            headers=headers | {"Content-Range": e.content_range},
+        )
+    status = 200 if ranges is None else 206
+    if ranges is not None and len(ranges) == 1:
+        headers["Content-Range"] = ranges[0].content_range(length)
+    spans = ranges or [ByteRange(0, length - 1)]
 
-    async def open_pixel_data(inst: StoredInstance) -> OpenedPart:
+    def part_headers(r: ByteRange) -> dict[str, str] | None:
+        return None if ranges is None else {"Content-Range": r.content_range(length)}
+
+    if value is not None or not length:  # in memory (or empty): cut it
+        value = value or b""
+        parts = [
+            PartOut(content_type, value[r.start : r.end + 1], location, part_headers(r))
+            for r in spans
+        ]
+        return StreamingResponse(
+            write_parts(parts, boundary), status_code=status, headers=headers, media_type=media_type
+        )
+    assert pixel is not None
+    offset = int(pixel["offset"])
+
+    async def open_range(r: ByteRange) -> OpenedPart:
         try:
-            length = pixel.get("length")
             return await open_part(
                 ctx.store,
                 inst.storage_key,
-                start=int(pixel["offset"]),
-                length=None if length is None else int(length),
-                # undefined length (encapsulated): the items, up to the delimiter
-                through=until_sequence_delimiter if length is None else None,
+                start=offset + r.start,
+                length=r.length,
+                headers=part_headers(r),
                 content_type=content_type,
                 content_location=location,
             )
         except ObjectNotFound:
             raise TesseraError(f"the stored object {inst.storage_key} is missing") from None
 
-    pipeline = PartPipeline([inst], open_pixel_data)
+    pipeline = PartPipeline(spans, open_range)
     await pipeline.start()
-    return pipeline.response(media_type, boundary)
+    return pipeline.response(media_type, boundary, status_code=status, headers=headers)
+
+
+async def _open_encapsulated(
+    ctx: Context, inst: StoredInstance, content_type: str, location: str
+) -> OpenedPart:
+    """The whole encapsulated value: its items, read up to the delimiter."""
+    assert inst.pixel_data is not None
+    try:
+        return await open_part(
+            ctx.store,
+            inst.storage_key,
+            start=int(inst.pixel_data["offset"]),
+            through=until_sequence_delimiter,
+            content_type=content_type,
+            content_location=location,
+        )
+    except ObjectNotFound:
+        raise TesseraError(f"the stored object {inst.storage_key} is missing") from None
 
 
 async def until_sequence_delimiter(

@@ -160,7 +160,9 @@ async def open_frame(ctx: Context, source: FrameSource, n: int, ts: str, **part:
     where = source.range(n, ts)
     try:
         if where is None:
-            key = await ctx.transcoder.frame_key_for(inst.storage_key, n, ts)
+            key = await ctx.transcoder.frame_key_for(
+                inst.storage_key, n, ts, frame_location(source, n)
+            )
             return await open_part(ctx.store, key, **part)
         return await open_part(
             ctx.store,
@@ -174,6 +176,24 @@ async def open_frame(ctx: Context, source: FrameSource, n: int, ts: str, **part:
         raise TesseraError(
             f"the stored object of frame {n} ({inst.storage_key}) is missing"
         ) from None
+
+
+def frame_location(source: FrameSource, n: int) -> dict[str, int] | None:
+    """Where transcode finds encapsulated frame ``n`` to decode it without reading the
+    whole object: the Pixel Data value's offset (the attributes are the bytes before it)
+    and the frame's range (``tessera.transcode.frame_source.FrameLocation``)."""
+    pixel = source.pixel
+    if not pixel.get("encapsulated") or pixel.get("deflated"):
+        return None
+    where = frame_range(pixel, n)
+    if where is None:
+        return None
+    return {
+        "header": int(pixel["offset"]),
+        "offset": where.offset,
+        "length": where.length,
+        "items": where.items,
+    }
 
 
 def _values(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

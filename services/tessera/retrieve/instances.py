@@ -12,6 +12,9 @@ what is stored. ETag and Cache-Control: :mod:`.caching` (a 304 opens nothing).
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -20,12 +23,15 @@ from tessera.retrieve.caching import cache_headers, entity_tag, matches, not_mod
 from tessera.retrieve.context import context
 from tessera.retrieve.negotiation import PartNegotiation, accept_ranges
 from tessera.retrieve.queries import StoredInstance, stored_instances, target_of
-from tessera.retrieve.streaming import OpenedPart, PartPipeline, open_part
+from tessera.retrieve.streaming import OpenedPart, PartPipeline, missing_objects, open_part
 from tessera.retrieve.transcoding import can_transcode
-from tessera.shared.errors import ObjectNotFound, TesseraError
+from tessera.shared.errors import NotAcceptable, ObjectNotFound, TesseraError
 from tessera.shared.multipart import multipart_content_type, new_boundary
+from tessera.shared.storage import ObjectStore
 
 PART_TYPE = "application/dicom"
+
+log = logging.getLogger(__name__)
 
 
 async def retrieve_instances(request: Request) -> Response:
@@ -36,14 +42,16 @@ async def retrieve_instances(request: Request) -> Response:
     if not negotiation.wanted:
         raise negotiation.not_acceptable(())
     instances = await stored_instances(ctx.pool, target)
-    plan: dict[str, str] = {}  # stored Transfer Syntax -> the one to send
+    # stored Transfer Syntax -> the ones to send, best first: a conversion the worker
+    # refuses for an instance's pixels (406) falls back to the next (PS3.18 8.7.5)
+    plan: dict[str, list[str]] = {}
     refused: list[str] = []
     for stored in sorted({i.transfer_syntax_uid for i in instances}):
-        chosen = negotiation.choose(stored, can_transcode)
-        if chosen is None:
+        ranked = [ts for _, ts in negotiation.ranked(stored, can_transcode)]
+        if not ranked:
             refused.append(stored)
         else:
-            plan[stored] = chosen
+            plan[stored] = ranked
     if refused:
         raise negotiation.not_acceptable(refused)
     base = ctx.base_url(request)
@@ -52,9 +60,20 @@ async def retrieve_instances(request: Request) -> Response:
     if matches(request, headers["ETag"]):
         return not_modified(headers)
 
+    async def converted(inst: StoredInstance) -> tuple[str, str]:
+        """The Transfer Syntax to send ``inst`` in and the key of that object."""
+        *others, last = plan[inst.transfer_syntax_uid]
+        for ts in others:
+            try:
+                return ts, await ctx.transcoder.key_for(
+                    inst.storage_key, inst.transfer_syntax_uid, ts
+                )
+            except NotAcceptable as e:  # the pixels do not fit ts: the next acceptable
+                log.info("%s: not sent as %s: %s", inst.ref.sop_instance_uid, ts, e.reason)
+        return last, await ctx.transcoder.key_for(inst.storage_key, inst.transfer_syntax_uid, last)
+
     async def open_one(inst: StoredInstance) -> OpenedPart:
-        ts = plan[inst.transfer_syntax_uid]
-        key = await ctx.transcoder.key_for(inst.storage_key, inst.transfer_syntax_uid, ts)
+        ts, key = await converted(inst)
         try:
             return await open_part(
                 ctx.store,
@@ -68,11 +87,39 @@ async def retrieve_instances(request: Request) -> Response:
             ) from None
 
     pipeline = PartPipeline(instances, open_one)
-    await pipeline.start()
+    await start_checked(ctx.store, pipeline, instances)
     boundary = new_boundary()
     response = pipeline.response(multipart_content_type(PART_TYPE, boundary), boundary)
     response.headers.update(headers)
     return response
+
+
+async def start_checked(
+    store: ObjectStore, pipeline: PartPipeline[StoredInstance], instances: list[StoredInstance]
+) -> None:
+    """Open the first part and, meanwhile, check every instance's object exists
+    (:func:`~tessera.retrieve.streaming.missing_objects`, bounded), so that a missing
+    one is a 500 with its name before the status, not an aborted stream after it."""
+    if len(instances) == 1:  # the first part is the only one
+        await pipeline.start()
+        return
+    check = asyncio.create_task(missing_objects(store, [i.storage_key for i in instances]))
+    try:
+        await pipeline.start()
+        missing = await check
+    except BaseException:
+        check.cancel()
+        await pipeline.aclose()
+        raise
+    if missing:
+        await pipeline.aclose()
+        gone = set(missing)
+        names = [i.ref.sop_instance_uid for i in instances if i.storage_key in gone]
+        log.error("retrieve refused: %d stored objects missing: %s", len(missing), missing)
+        raise TesseraError(
+            f"the stored objects of {len(missing)} instance(s) are missing:"
+            f" {', '.join(names[:10])}{' ...' if len(names) > 10 else ''}"
+        )
 
 
 _INSTANCE = "/studies/{study}/series/{series}/instances/{instance}"

@@ -16,9 +16,16 @@ stored Transfer Syntax, the one to send:
 Frames (8.7.3.3, 10.4.1.1.x) are parts of ``application/octet-stream`` (any Transfer
 Syntax; OHIF asks ``type=application/octet-stream; transfer-syntax=*`` for frames as
 stored) or of a compressed media type of Table 8.7.3-5 (``image/jpeg``, ``image/jls``,
-``image/jp2``, ``image/jphc``...), which carries only its own Transfer Syntaxes. The part
-is labelled with the type the client named, or for a wildcard with the Transfer Syntax's
-own type (:data:`COMPRESSED_MEDIA_TYPES`; native pixel data is octet-stream).
+``image/jp2``, ``image/jphc``...), which carries only its own Transfer Syntaxes: one named
+without ``transfer-syntax`` (or with ``*``) gets the stored one if it is among them, else
+the type's default (D), converted by transcode. The part is labelled with the type the
+client named, or for a wildcard with the Transfer Syntax's own type
+(:data:`COMPRESSED_MEDIA_TYPES`; native pixel data is octet-stream).
+
+Instances (``application/dicom``, Table 8.7.3-2) can be asked in any Transfer Syntax the
+transcode service makes (:data:`~tessera.retrieve.transcoding.TARGETS`: the native and
+compressed ones of PS3.5 Annex A it has an encoder for); whether the pixels fit the
+target (8-bit for JPEG Baseline...) only the worker knows, and it answers 406 if not.
 
 Higher ``q`` wins; between equal ``q`` the representation that needs no conversion wins.
 A ``q=0`` range naming the part type excludes its Transfer Syntax (``*``: all of them).
@@ -98,7 +105,8 @@ class PartNegotiation:
     the other part types accepted, each with the Transfer Syntaxes it carries (frames:
     Table 8.7.3-5); one named without ``transfer-syntax`` accepts any of its own, the
     stored one first (PS3.18 names a default per type, but a JPEG stored as baseline
-    asked as ``image/jpeg`` is served as stored rather than refused).
+    asked as ``image/jpeg`` is served as stored rather than converted), else the type's
+    default (D, listed first), which is a conversion.
     """
 
     def __init__(
@@ -109,7 +117,9 @@ class PartNegotiation:
     ) -> None:
         self.ranges = ranges
         self.part_type = part_type
-        self.media_types = {k: frozenset(v) for k, v in (media_types or {}).items()}
+        ordered = {k: tuple(v) for k, v in (media_types or {}).items()}
+        self.media_types = {k: frozenset(v) for k, v in ordered.items()}
+        self.defaults = {k: v[0] for k, v in ordered.items() if v}
         self.wanted: list[_Wanted] = []
         self.excluded: set[tuple[str | None, str]] = set()
         self.bare_part_type = False
@@ -163,21 +173,32 @@ class PartNegotiation:
     ) -> tuple[str, str] | None:
         """(part media type, Transfer Syntax) to send a part stored in ``stored_ts``;
         None: not acceptable."""
-        best: tuple[float, bool, int] | None = None
-        chosen = None
+        ranked = self.ranked(stored_ts, convertible)
+        return ranked[0] if ranked else None
+
+    def ranked(
+        self, stored_ts: str, convertible: Callable[[str, str], bool]
+    ) -> list[tuple[str, str]]:
+        """Every acceptable (part media type, Transfer Syntax) for a part stored in
+        ``stored_ts``, best first. A conversion the transcode worker then refuses for
+        this object's pixels (JPEG Baseline for 16-bit data: retrieve cannot tell from
+        the index) gives way to the next one, as HTTP negotiation would."""
+        best: dict[tuple[str, str], tuple[float, bool, int]] = {}
         for w in self.wanted:
             ts = stored_ts if w.transfer_syntax == ANY else w.transfer_syntax
             media_type = w.media_type or self.natural_type(ts)
             if media_type != self.part_type and ts not in self.media_types[media_type]:
-                continue
+                if w.transfer_syntax != ANY or media_type not in self.defaults:
+                    continue
+                ts = self.defaults[media_type]  # Table 8.7.3-5: the type's default (D)
             if {(media_type, ts), (media_type, ANY)} & self.excluded:
                 continue
             if ts != stored_ts and not convertible(stored_ts, ts):
                 continue
             key = (-w.q, ts != stored_ts, w.order)
-            if best is None or key < best:
-                best, chosen = key, (media_type, ts)
-        return chosen
+            if (media_type, ts) not in best or key < best[(media_type, ts)]:
+                best[(media_type, ts)] = key
+        return sorted(best, key=best.__getitem__)
 
     def choose(self, stored_ts: str, convertible: Callable[[str, str], bool]) -> str | None:
         """The Transfer Syntax to send a part stored in ``stored_ts``; None: not acceptable."""

@@ -9,11 +9,24 @@ each opened part holds one chunk, so a response holds about ``window + 1`` chunk
 Whatever way the response ends (done, failed, client gone) the
 :class:`ClosingStreamingResponse` closes the open storage streams and cancels the
 look-ahead at once, rather than leaving them to the garbage collector.
+
+Failing before the status. Once the status is sent, a part that cannot be opened can
+only abort the connection (the client sees a truncated multipart body). So the first
+part is opened before the status (:meth:`PartPipeline.start`), and
+:func:`missing_objects` lets a caller check that every object exists — one HEAD (S3) or
+stat (local) each, :data:`PREFLIGHT_CONCURRENCY` at a time, overlapping the first part's
+opening — and refuse up front. It is bounded (:data:`PREFLIGHT_MAX_OBJECTS`): at ~10-30 ms
+per S3 HEAD, 128 objects are 4 rounds, about one GET's latency, hidden behind the first
+GET; checking a 3000-instance study would add ~1-2 s before the first byte, so beyond the
+bound only the look-ahead window is opened early. A part that fails after the status
+(an object gone past the bound, a conversion failing) is logged as an error naming the
+part, and the connection is aborted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from typing import Any, Generic, TypeVar
@@ -27,7 +40,28 @@ from tessera.shared.storage import ObjectStore
 
 T = TypeVar("T")
 
+log = logging.getLogger(__name__)
+
 DEFAULT_WINDOW = 2
+PREFLIGHT_CONCURRENCY = 32
+PREFLIGHT_MAX_OBJECTS = 128
+
+
+async def missing_objects(
+    store: ObjectStore, keys: Sequence[str], concurrency: int = PREFLIGHT_CONCURRENCY
+) -> list[str]:
+    """The keys of ``keys`` that are not in ``store`` (in order), checked in parallel;
+    an empty list when there are more than :data:`PREFLIGHT_MAX_OBJECTS` (not checked)."""
+    if len(keys) > PREFLIGHT_MAX_OBJECTS:
+        return []
+    gate = asyncio.Semaphore(concurrency)
+
+    async def exists(key: str) -> bool:
+        async with gate:
+            return await store.exists(key)
+
+    found = await asyncio.gather(*(exists(k) for k in keys))
+    return [k for k, ok in zip(keys, found, strict=True) if not ok]
 
 
 async def _aclose(it: object) -> None:
@@ -45,10 +79,17 @@ class ClosingStreamingResponse(StreamingResponse):
         *,
         close: Callable[[], Awaitable[None]],
         media_type: str,
+        status_code: int = 200,
         headers: dict[str, str] | None = None,
         background: BackgroundTask | None = None,
     ) -> None:
-        super().__init__(content, media_type=media_type, headers=headers, background=background)
+        super().__init__(
+            content,
+            status_code=status_code,
+            media_type=media_type,
+            headers=headers,
+            background=background,
+        )
         self._close = close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -150,8 +191,19 @@ class PartPipeline(Generic[T]):
 
     async def _parts(self) -> AsyncIterator[PartOut]:
         self._fill()
+        sent = 0
         while self._pending:
-            opened = await self._pending[0]
+            try:
+                opened = await self._pending[0]
+            except Exception as e:
+                log.error(
+                    "response aborted after %d parts, its status already sent: part %d failed: %s",
+                    sent,
+                    sent + 1,
+                    getattr(e, "reason", None) or repr(e),
+                )
+                raise
+            sent += 1
             self._pending.popleft()
             self._current = opened
             self._fill()
@@ -175,8 +227,19 @@ class PartPipeline(Generic[T]):
             if not task.cancelled() and task.exception() is None:
                 await task.result().aclose()
 
-    def response(self, media_type: str, boundary: str) -> ClosingStreamingResponse:
+    def response(
+        self,
+        media_type: str,
+        boundary: str,
+        *,
+        status_code: int = 200,
+        headers: dict[str, str] | None = None,
+    ) -> ClosingStreamingResponse:
         """The multipart/related response streaming these parts (PS3.18 8.7.5)."""
         return ClosingStreamingResponse(
-            write_parts(self.parts(), boundary), close=self.aclose, media_type=media_type
+            write_parts(self.parts(), boundary),
+            close=self.aclose,
+            media_type=media_type,
+            status_code=status_code,
+            headers=headers,
         )

@@ -9,7 +9,8 @@ transcode service) and waits for it in a thread, off the event loop.
 Contract with the workers: task ``tessera.transcode.to_transfer_syntax`` on queue
 ``transcode``, args ``(storage_key, target_ts)``, result the derived key; for one frame
 (PS3.18 10.4.1.1.x), task ``tessera.transcode.frame_to_transfer_syntax``, args
-``(storage_key, frame_number, target_ts)``, result the
+``(storage_key, frame_number, target_ts[, location])`` (``location``: where the frame
+and the attributes before Pixel Data are, so the worker reads only those), result the
 :func:`~tessera.shared.storage.derived_frame_key`. Failures map
 onto the error tree: the queue down or a result not in time is 503 (try again), a
 conversion the workers refuse (:class:`UnsupportedTransferSyntax`, carried back by
@@ -72,10 +73,31 @@ DECODABLE: frozenset[str] = frozenset(
 
 RLE_LOSSLESS = "1.2.840.10008.1.2.5"
 
+# The compressed Transfer Syntaxes the workers encode (tessera.transcode.codecs.CODECS;
+# a unit test keeps the two lists equal). Whether a given instance fits one (8-bit for
+# JPEG Baseline, unsigned for the DCT JPEG processes...) only the worker knows: a target
+# it cannot hold the pixels in is refused by the worker and answered 406.
+COMPRESSED_TARGETS: frozenset[str] = frozenset(
+    {
+        "1.2.840.10008.1.2.4.50",  # JPEG Baseline (8-bit, lossy)
+        "1.2.840.10008.1.2.4.51",  # JPEG Extended (12-bit, lossy)
+        "1.2.840.10008.1.2.4.57",  # JPEG Lossless
+        "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
+        "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+        "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-Lossless
+        "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
+        "1.2.840.10008.1.2.4.91",  # JPEG 2000 (lossy)
+        "1.2.840.10008.1.2.4.201",  # HTJ2K Lossless
+        "1.2.840.10008.1.2.4.202",  # HTJ2K Lossless RPCL
+        "1.2.840.10008.1.2.4.203",  # HTJ2K (lossy)
+        RLE_LOSSLESS,
+    }
+)
+
 # What retrieve asks the workers to produce: the DICOMweb default (PS3.18 Table 8.7.3-2)
-# and RLE Lossless. The workers also make Implicit VR Little Endian, which PS3.18 8.7.3
-# says shall not be used with web services, so it is never asked for.
-TARGETS: frozenset[str] = frozenset({EXPLICIT_VR_LITTLE_ENDIAN, RLE_LOSSLESS})
+# and the compressed ones. The workers also make Implicit VR Little Endian, which PS3.18
+# 8.7.3 says shall not be used with web services, so it is never asked for.
+TARGETS: frozenset[str] = frozenset({EXPLICIT_VR_LITTLE_ENDIAN}) | COMPRESSED_TARGETS
 
 
 def can_transcode(source_ts: str, target_ts: str) -> bool:
@@ -83,13 +105,18 @@ def can_transcode(source_ts: str, target_ts: str) -> bool:
     return source_ts != target_ts and source_ts in DECODABLE and target_ts in TARGETS
 
 
-# What the frame task produces: a frame's native pixel data (PS3.18 Table 8.7.3-4).
-FRAME_TARGETS: frozenset[str] = frozenset({EXPLICIT_VR_LITTLE_ENDIAN})
+# What the frame task produces: a frame's native pixel data (PS3.18 Table 8.7.3-4) or its
+# bitstream in a compressed Transfer Syntax (Table 8.7.3-5).
+FRAME_TARGETS: frozenset[str] = frozenset({EXPLICIT_VR_LITTLE_ENDIAN}) | COMPRESSED_TARGETS
 
 
 def can_transcode_frame(source_ts: str, target_ts: str) -> bool:
-    """True if a frame stored in ``source_ts`` can be decoded to ``target_ts``."""
-    return source_ts != target_ts and source_ts in DECODABLE and target_ts in FRAME_TARGETS
+    """True if the frame task makes a frame stored in ``source_ts`` in ``target_ts``; for
+    a compressed ``target_ts`` that is the stored one it cuts the frame's bitstream out of
+    the object (the frames the index has no range for)."""
+    if source_ts not in DECODABLE or target_ts not in FRAME_TARGETS:
+        return False
+    return source_ts != target_ts or target_ts in COMPRESSED_TARGETS
 
 
 # A Redis that is down must give a prompt 503, not a request held for Celery's default
@@ -190,14 +217,27 @@ class Transcoder:
             key, lambda: transcoded_key(self.settings, self.celery_app, storage_key, target_ts)
         )
 
-    async def frame_key_for(self, storage_key: str, frame_number: int, target_ts: str) -> str:
+    async def frame_key_for(
+        self,
+        storage_key: str,
+        frame_number: int,
+        target_ts: str,
+        location: dict[str, int] | None = None,
+    ) -> str:
         """The key of frame ``frame_number`` decoded to ``target_ts`` by transcode (task
-        ``tessera.transcode.frame_to_transfer_syntax``), asked only if not stored yet."""
+        ``tessera.transcode.frame_to_transfer_syntax``), asked only if not stored yet.
+        ``location`` (Pixel Data value offset and the frame's range, from the index) lets
+        the task read just the attributes and that frame instead of the whole object."""
         if target_ts not in FRAME_TARGETS:
-            raise NotAcceptable(f"frames are converted to {EXPLICIT_VR_LITTLE_ENDIAN} only")
+            raise NotAcceptable(
+                f"frames are not converted to {target_ts}; they are made in"
+                f" {', '.join(sorted(FRAME_TARGETS))}"
+            )
         key = derived_frame_key(storage_key, frame_number, target_ts)
-        args = (storage_key, frame_number, target_ts)
-        what = f"decoding frame {frame_number} to {target_ts}"
+        args: tuple[object, ...] = (storage_key, frame_number, target_ts)
+        if location is not None:
+            args += (location,)
+        what = f"converting frame {frame_number} to {target_ts}"
         return await self._derived(
             key, lambda: _run_task(self.settings, self.celery_app, FRAME_TASK_NAME, args, what)
         )
