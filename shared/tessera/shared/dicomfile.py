@@ -50,21 +50,19 @@ Decisions
 
 from __future__ import annotations
 
-import re
 import struct
 import tempfile
 import zlib
-from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
-from typing import IO, Any, BinaryIO, cast
+from typing import IO, Any
 
-from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.filereader import dcmread, read_dataset
 from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
+from tessera.shared.boundedio import BoundedReader, TooLarge, inflate
 from tessera.shared.dicomjson import (
     DEFAULT_LARGE_VALUE_THRESHOLD,
     CapturedWarnings,
@@ -80,14 +78,21 @@ from tessera.shared.pixeldata import (
     PixelDataInfo,
     locate_pixel_data,
 )
+from tessera.shared.rawelements import (
+    UNDEFINED,
+    data_set_end,
+    raw_elements,
+    raw_value,
+    read_trailing,
+    small_int,
+)
 from tessera.shared.status import FailureReason
+from tessera.shared.uids import is_valid_uid
 
 __all__ = ["ParsedInstance", "PixelDataInfo", "is_valid_uid", "parse_instance"]
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
-
-_UNDEFINED = 0xFFFFFFFF
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 _REQUIRED_UIDS = (
@@ -96,7 +101,6 @@ _REQUIRED_UIDS = (
     ("StudyInstanceUID", "(0020,000D)"),
     ("SeriesInstanceUID", "(0020,000E)"),
 )
-_UID_RE = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 # pydicom (read_dataset) turns an EOFError inside a sequence into this warning
 _EOF_WARNING = "End of file reached"
 
@@ -145,50 +149,6 @@ class ParsedInstance:
         return doc
 
 
-def is_valid_uid(value: object) -> bool:
-    """PS3.5 9.1: ``0`` or ``[1-9][0-9]*`` components joined by dots, <= 64 chars."""
-    return isinstance(value, str) and len(value) <= 64 and bool(_UID_RE.fullmatch(value))
-
-
-# --------------------------------------------------------------------------- I/O guards
-
-
-class _TooLarge(Exception):
-    pass
-
-
-class _BoundedReader:
-    """Seekable read-only view of ``fp`` refusing any single read larger than ``limit``.
-
-    pydicom reads each value it does not defer with one ``read(length)``; this turns a
-    huge (or bogus) length into an error instead of an allocation of that size.
-    """
-
-    def __init__(self, fp: IO[bytes], limit: int) -> None:
-        self._fp = fp
-        self._limit = limit
-
-    @property
-    def io(self) -> BinaryIO:
-        """This reader, typed as the file object pydicom's readers take."""
-        return cast(BinaryIO, self)
-
-    def read(self, size: int | None = -1) -> bytes:
-        if size is None or size < 0:
-            here = self._fp.tell()
-            size = self._fp.seek(0, 2) - here
-            self._fp.seek(here)
-        if size > self._limit:
-            raise _TooLarge(f"a value of more than {self._limit} bytes would have to be read")
-        return self._fp.read(size)
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self._fp.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._fp.tell()
-
-
 class _Known:
     """UIDs learnt so far, for the InvalidInstance of a later failure."""
 
@@ -222,7 +182,7 @@ def parse_instance(
     with quiet_pydicom() as captured, ExitStack() as stack:
         try:
             parsed = _parse(
-                _BoundedReader(fp, max_value_size),
+                BoundedReader(fp, max_value_size),
                 known,
                 stack,
                 captured,
@@ -239,7 +199,7 @@ def parse_instance(
                 FailureReason.CANNOT_UNDERSTAND,
                 "sequences are nested too deeply to be parsed",
             ) from None
-        except (_TooLarge, MemoryError) as exc:
+        except (TooLarge, MemoryError) as exc:
             raise known.fail(
                 FailureReason.REFUSED_OUT_OF_RESOURCES, f"refused: {exc or 'out of memory'}"
             ) from None
@@ -253,7 +213,7 @@ def parse_instance(
 
 
 def _parse(
-    fp: _BoundedReader,
+    fp: BoundedReader,
     known: _Known,
     stack: ExitStack,
     captured: CapturedWarnings,
@@ -305,12 +265,12 @@ def _parse(
     if ts.is_deflated:
         inflated = stack.enter_context(tempfile.SpooledTemporaryFile(max_size=16 * MIB))
         try:
-            _inflate(fp, inflated, max_inflated_size)
+            inflate(fp, inflated, max_inflated_size)
         except (EOFError, zlib.error) as exc:
             raise known.fail(FailureReason.CANNOT_UNDERSTAND, f"{exc}") from None
         size = inflated.tell()
         inflated.seek(0)
-        stream = _BoundedReader(inflated, max_value_size)
+        stream = BoundedReader(inflated, max_value_size)
         body = read_dataset(stream.io, False, True, stop_when=_at_pixels, defer_size=defer)
         ds: FileDataset = FileDataset(stream.io, body, head[:128], file_meta, False, True)
         ds.set_original_encoding(False, True, body._character_set)
@@ -321,7 +281,7 @@ def _parse(
     if any(_EOF_WARNING in message for message in captured.messages):
         raise known.fail(FailureReason.CANNOT_UNDERSTAND, "the file is truncated")
     _check_extents(ds, size, known)
-    data_set_end = _data_set_end(ds)
+    last_end = data_set_end(ds)
 
     # -- UIDs (PS3.5 9.1)
     uids = {keyword: _required_uid(ds, keyword, tag, known) for keyword, tag in _REQUIRED_UIDS}
@@ -346,10 +306,10 @@ def _parse(
     except PixelDataError as exc:
         raise known.fail(FailureReason.CANNOT_UNDERSTAND, str(exc)) from None
     if pixel is not None:
-        _read_trailing(ds, stream, pixel.end, size, pixel.info.tag, defer, notes)
-    elif data_set_end is not None and data_set_end < size:
+        read_trailing(ds, stream, pixel.end, size, pixel.info.tag, defer, notes)
+    elif last_end is not None and last_end < size:
         # pydicom stops quietly at a last element header shorter than 8 bytes
-        notes.append(f"{size - data_set_end} stray bytes at the end of the file ignored")
+        notes.append(f"{size - last_end} stray bytes at the end of the file ignored")
 
     for tag in [t for t in ds.keys() if t >> 16 == 0x0002]:
         del ds[tag]
@@ -379,8 +339,8 @@ def _parse(
         metadata=metadata,
         discarded_tags=tuple(encoded.discarded),
         number_of_frames=_frames(ds, info),
-        rows=_small_int(ds, "Rows"),
-        columns=_small_int(ds, "Columns"),
+        rows=small_int(ds, "Rows"),
+        columns=small_int(ds, "Columns"),
         pixel_data=info,
         fallback_tags=tuple(encoded.fallbacks),
         warnings=tuple(notes),
@@ -449,32 +409,10 @@ def _required_uid(ds: Dataset, keyword: str, tag: str, known: _Known) -> str:
     return str(value)
 
 
-def _inflate(source: _BoundedReader, target: IO[bytes], limit: int) -> None:
-    """PS3.5 A.5: the data set after the File Meta Information is raw deflate."""
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    total = 0
-    chunk_size = MIB
-    while True:
-        chunk = source.read(chunk_size)
-        data = inflater.decompress(chunk, chunk_size) if chunk else inflater.flush()
-        while True:
-            total += len(data)
-            if total > limit:
-                raise _TooLarge(f"the Deflated data set inflates to more than {limit} bytes")
-            target.write(data)
-            if not inflater.unconsumed_tail:
-                break
-            data = inflater.decompress(inflater.unconsumed_tail, chunk_size)
-        if inflater.eof:
-            return
-        if not chunk:
-            raise EOFError("the Deflated data set is truncated")
-
-
 def _check_extents(ds: Dataset, size: int, known: _Known) -> None:
     """Every top-level value read or skipped (deferred) must end within the file."""
-    for raw in _raw_elements(ds):
-        if raw.length != _UNDEFINED and raw.value_tell + raw.length > size:
+    for raw in raw_elements(ds):
+        if raw.length != UNDEFINED and raw.value_tell + raw.length > size:
             raise known.fail(
                 FailureReason.CANNOT_UNDERSTAND,
                 f"the file is truncated: ({raw.tag.group:04X},{raw.tag.element:04X}) "
@@ -482,98 +420,15 @@ def _check_extents(ds: Dataset, size: int, known: _Known) -> None:
             )
 
 
-def _raw_elements(ds: Dataset) -> Iterator[RawDataElement]:
-    for tag in list(ds.keys()):
-        elem = ds.get_item(tag, keep_deferred=True)
-        if isinstance(elem, RawDataElement):
-            yield elem
-
-
-def _read_trailing(
-    ds: FileDataset,
-    fp: _BoundedReader,
-    offset: int,
-    size: int,
-    pixel_tag: int,
-    defer: int,
-    notes: list[str],
-) -> None:
-    """Add the elements that follow the pixel data, if they parse as such."""
-    if offset >= size:
-        return
-    is_implicit, is_little = ds.original_encoding
-    fp.seek(offset)
-    try:
-        trailing = read_dataset(
-            fp.io,
-            bool(is_implicit),
-            bool(is_little),
-            defer_size=defer,
-            parent_encoding=ds.original_character_set,
-        )
-        elements = list(_raw_or_elements(trailing))
-        consumed = fp.tell() == size
-    except Exception:
-        elements, consumed = [], False
-    tags = [int(e.tag) for e in elements]
-    plausible = (
-        consumed
-        and bool(elements)
-        and tags == sorted(set(tags))
-        and tags[0] > pixel_tag
-        and all(
-            e.value_tell + e.length <= size
-            for e in elements
-            if isinstance(e, RawDataElement) and e.length != _UNDEFINED
-        )
-    )
-    if not plausible:
-        notes.append(f"{size - offset} bytes after the Pixel Data are not elements; ignored")
-        return
-    for elem in elements:
-        ds[elem.tag] = elem
-
-
-def _data_set_end(ds: Dataset) -> int | None:
-    """Where the element read last ends, if known (not for an undefined length)."""
-    last_position, end = -1, None
-    for tag in ds.keys():
-        elem = ds.get_item(tag, keep_deferred=True)
-        if isinstance(elem, RawDataElement):
-            position = elem.value_tell
-            elem_end = None if elem.length == _UNDEFINED else position + elem.length
-        else:
-            position, elem_end = getattr(elem, "file_tell", None), None
-        if position is not None and position > last_position:
-            last_position, end = position, elem_end
-    return end
-
-
-def _raw_or_elements(ds: Dataset) -> Iterator[Any]:
-    for tag in list(ds.keys()):
-        yield ds.get_item(tag, keep_deferred=True)
-
-
-def _small_int(ds: Dataset, keyword: str) -> int | None:
-    try:
-        value = ds.get(keyword)
-        number = int(value) if value is not None and value != "" else None
-    except Exception:
-        return None
-    if number is None or number < 0 or (isinstance(value, float) and value != number):
-        return None
-    return number
-
-
 def _frames(ds: Dataset, pixel: PixelDataInfo | None) -> int | None:
-    frames = _small_int(ds, "NumberOfFrames")
+    frames = small_int(ds, "NumberOfFrames")
     if frames is not None and frames >= 1:
         return frames
     return 1 if pixel is not None else None
 
 
 def _frame_index(
-    ds: Dataset, fp: _BoundedReader, pixel: LocatedPixelData | None, ts: str
+    ds: Dataset, fp: BoundedReader, pixel: LocatedPixelData | None, ts: str
 ) -> FrameIndex | None:
     """Each frame's byte range (:mod:`tessera.shared.frameindex`); a layout that cannot be
     indexed is recorded as such (its frames are decoded), never a failure."""
@@ -586,10 +441,10 @@ def _frame_index(
 
     photometric = ds.get("PhotometricInterpretation")
     geometry = Geometry(
-        rows=_small_int(ds, "Rows"),
-        columns=_small_int(ds, "Columns"),
-        samples_per_pixel=_small_int(ds, "SamplesPerPixel"),
-        bits_allocated=_small_int(ds, "BitsAllocated"),
+        rows=small_int(ds, "Rows"),
+        columns=small_int(ds, "Columns"),
+        samples_per_pixel=small_int(ds, "SamplesPerPixel"),
+        bits_allocated=small_int(ds, "BitsAllocated"),
         photometric_interpretation=photometric if isinstance(photometric, str) else None,
     )
     try:
@@ -599,23 +454,8 @@ def _frame_index(
             transfer_syntax=ts,
             number_of_frames=_frames(ds, pixel.info) or 1,
             geometry=geometry,
-            extended_offsets=_raw_value(ds, 0x7FE00001, read),
+            extended_offsets=raw_value(ds, 0x7FE00001, read),
             read=read,
         )
     except Exception as exc:  # a table pointing anywhere, a value that will not read...
         return FrameIndex(decode=f"frame index not built: {type(exc).__name__}: {_clip(str(exc))}")
-
-
-def _raw_value(ds: Dataset, tag: int, read: Callable[[int, int], bytes]) -> bytes | None:
-    """The stored bytes of a top-level binary value, read from the file if deferred."""
-    if tag not in ds:
-        return None
-    elem = ds.get_item(tag, keep_deferred=True)
-    if isinstance(elem, RawDataElement):
-        if elem.value is not None:
-            return bytes(elem.value)
-        if elem.length in (0, _UNDEFINED):
-            return None
-        return read(elem.value_tell, elem.length)
-    value = elem.value
-    return bytes(value) if isinstance(value, bytes | bytearray) else None
