@@ -38,6 +38,7 @@ class TesseraCluster(ServerProcess):
         super().__init__(proc, log_path)
         self.data_dir = data_dir
         self.port = port
+        self.service_ports: dict[str, int] = {}  # shard services, reachable without the router
 
     @property
     def url(self) -> str:
@@ -93,6 +94,9 @@ def start_tessera(
     log_path = data / "tessera.log"
     proc = spawn(argv, log_path, env=env, cwd=data)
     cluster = TesseraCluster(proc, log_path, data, port)
+    cluster.service_ports = {
+        name: int(env[f"TESSERA_{name.upper()}_PORT"]) for name in ("ingest", "index", "retrieve")
+    }
     try:
         wait_until(lambda: _ready(cluster), proc, "tessera run", log_path, timeout)
     except BaseException:

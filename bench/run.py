@@ -16,6 +16,8 @@ Plan:
 4. With ``--ohif``: the OHIF viewer opening studies on both, in headless Chromium
    (:mod:`bench.ohif`: time to the first image and to a whole series loaded).
 5. Tables to stdout and ``bench/results/latest.{md,json}``.
+6. Then (unless ``--no-wado``, an external server or one target only) the WADO targets of
+   issue 4 on servers of their own: :mod:`bench.wado_run` (also alone: ``--wado``).
 
 With ``--tessera-url``/``--orthanc-url`` an already running server is used instead; it
 cannot be emptied between modes, so only the first STOW mode is measured there (and
@@ -369,6 +371,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run bench/qido_scale.py instead: QIDO-RS at 10k..1M instances (bulk loaded), "
         "Orthanc beside it; its options follow (--scale 10000,1000000 --orthanc-instances N)",
     )
+    parser.add_argument(
+        "--wado",
+        action="store_true",
+        help="run only bench/wado_run.py: series metadata of 500 instances, frames with "
+        "100 in flight, rendered, whole study against the raw disk (--quick, --profile...)",
+    )
+    parser.add_argument(
+        "--federation",
+        action="store_true",
+        help="run only bench/federation.py: QIDO with 1/2/4 shards, STOW through the "
+        "router, rebalance speed (--parts qido,stow,rebalance, --quick...)",
+    )
+    parser.add_argument(
+        "--no-wado",
+        action="store_true",
+        help="skip the WADO targets (bench/wado_run.py) that follow the plan by default",
+    )
     args = parser.parse_args(argv)
     args.studies = args.studies or (4 if args.quick else 20)
     args.repetitions = args.repetitions or (20 if args.quick else 50)
@@ -397,6 +416,14 @@ def main(argv: list[str] | None = None) -> int:
         from bench import qido_scale
 
         return qido_scale.main([a for a in argv if a != "--qido-scale"])
+    if "--wado" in argv:  # the WADO speed targets of issue 4, with their own options
+        from bench import wado_run
+
+        return wado_run.main([a for a in argv if a != "--wado"])
+    if "--federation" in argv:  # the federation benchmarks of issue 6, with their own options
+        from bench import federation
+
+        return federation.main([a for a in argv if a != "--federation"])
     args = parse_args(argv)
     if args.ohif:
         ohif.check_chromium()
@@ -405,7 +432,14 @@ def main(argv: list[str] | None = None) -> int:
     json_path, md_path = report.write(results, args.results)
     print(report.markdown(results))
     log(f"written {md_path} and {json_path}")
-    return 1 if report.problems(results) else 0
+    status = 1 if report.problems(results) else 0
+    if not (args.no_wado or args.skip or args.tessera_url or args.orthanc_url):
+        from bench import wado_run  # then issue 4's WADO targets, on servers of their own
+
+        log("WADO targets (bench/wado_run.py; --no-wado skips them)")
+        wado_args = ["--quick"] if args.quick else []
+        status |= wado_run.main([*wado_args, "--results", str(args.results)])
+    return status
 
 
 if __name__ == "__main__":
