@@ -93,7 +93,10 @@ def start_cluster(
 ) -> Cluster:
     """A single-shard cluster whose router serves the viewer; objects in ``workdir``."""
     for attempt in range(3):  # a free port can be taken by someone else before we bind it
-        ports = {p: free_port() for p in ("router", "ingest", "index", "retrieve")}
+        ports = {
+            p: free_port()
+            for p in ("router", "ingest", "index", "retrieve", "index_worker", "transcode")
+        }
         settings = Settings(
             shard=f"ohif-{uuid.uuid4().hex[:8]}",
             database_url=database_url,
@@ -104,6 +107,8 @@ def start_cluster(
             ingest_port=ports["ingest"],
             index_port=ports["index"],
             retrieve_port=ports["retrieve"],
+            index_worker_port=ports["index_worker"],
+            transcode_port=ports["transcode"],
             ingest_url=f"http://127.0.0.1:{ports['ingest']}",
             index_url=f"http://127.0.0.1:{ports['index']}",
             retrieve_url=f"http://127.0.0.1:{ports['retrieve']}",

@@ -33,6 +33,9 @@ PORTS = {
     "index": "index_port",
     "retrieve": "retrieve_port",
     "router": "router_port",
+    # the workers' /healthz, /readyz and /metrics
+    "index-worker": "index_worker_port",
+    "transcode": "transcode_port",
 }
 
 

@@ -49,7 +49,10 @@ def cluster(
     )
     workdir = Path(tempfile.mkdtemp(prefix="tessera-e2e-"))
     for attempt in range(3):  # a free port can be taken by someone else before we bind it
-        ports = {p: free_port() for p in ("router", "ingest", "index", "retrieve")}
+        ports = {
+            p: free_port()
+            for p in ("router", "ingest", "index", "retrieve", "index_worker", "transcode")
+        }
         settings = Settings(
             shard=f"e2e-{uuid.uuid4().hex[:8]}",
             database_url=cluster_database,
@@ -64,6 +67,8 @@ def cluster(
             ingest_port=ports["ingest"],
             index_port=ports["index"],
             retrieve_port=ports["retrieve"],
+            index_worker_port=ports["index_worker"],
+            transcode_port=ports["transcode"],
             ingest_url=f"http://127.0.0.1:{ports['ingest']}",
             index_url=f"http://127.0.0.1:{ports['index']}",
             retrieve_url=f"http://127.0.0.1:{ports['retrieve']}",

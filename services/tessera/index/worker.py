@@ -13,11 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 
 import asyncpg
 import redis.asyncio as aioredis
 
+from tessera.index.worker_health import health_server
 from tessera.index.writer import index_instances
+from tessera.shared import metrics
 from tessera.shared.db.pool import create_pool
 from tessera.shared.levels import Layout
 from tessera.shared.messages import IndexJob, IndexReply, InstanceOutcome
@@ -65,6 +68,7 @@ class IndexWorker:
                 backoff = min(backoff * 2, 10.0)
 
     async def process(self, deliveries: list[Delivery]) -> None:
+        started = time.perf_counter()
         unreadable = [d for d in deliveries if d.job is None]
         for d in unreadable:
             log.error("dropping index job %s: %s", d.entry_id, d.error)
@@ -83,6 +87,9 @@ class IndexWorker:
             assert d.job is not None
             replies.append((d.job.reply_to, IndexReply(d.job.job_id, job_outcomes)))
         await self.consumer.reply_and_ack(replies, [d.entry_id for d in deliveries])
+        metrics.INDEX_BATCH_LATENCY.observe(time.perf_counter() - started)
+        metrics.INDEX_JOBS.labels("processed").inc(len(jobs))
+        metrics.INDEX_JOBS.labels("unreadable").inc(len(unreadable))
 
     async def _commit_alone(self, job: IndexJob) -> tuple[InstanceOutcome, ...]:
         try:
@@ -118,6 +125,7 @@ class IndexWorker:
 
 
 async def main_async(settings: Settings) -> None:
+    health = health_server(settings).start()  # probes answer while the pool connects
     pool = await create_pool(settings.database_url, max_size=4)
     redis = aioredis.from_url(settings.redis_url)
     worker = IndexWorker(settings, pool, redis)
@@ -129,6 +137,7 @@ async def main_async(settings: Settings) -> None:
     finally:
         await redis.aclose()
         await pool.close()
+        health.stop()
 
 
 def main() -> None:

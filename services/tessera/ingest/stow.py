@@ -26,6 +26,7 @@ from typing import IO, Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tessera.shared import metrics
 from tessera.shared.dicomfile import ParsedInstance, parse_instance
 from tessera.shared.errors import (
     InvalidInstance,
@@ -139,6 +140,7 @@ class StoreInstances:
             if written_now:
                 part.file.seek(0)
                 await self.store.put_file(key, part.file, part.size)
+                metrics.INGEST_STORED_BYTES.inc(part.size)
         except InvalidInstance as e:
             failed.append(_Failed(e.sop_class_uid, e.sop_instance_uid, e.failure_reason, e.message))
             return
@@ -204,6 +206,7 @@ class StoreInstances:
                     )
                 )
             elif outcome.outcome in ("stored", "unchanged", "replaced"):
+                metrics.count_stored(outcome.outcome)
                 url = f"{base}/studies/{inst.study_instance_uid}/series/"
                 url += f"{inst.series_instance_uid}/instances/{inst.sop_instance_uid}"
                 referenced.append(_referenced(inst, url, stored.warning))
@@ -242,6 +245,7 @@ class StoreInstances:
         else:
             status = 200
         for f in failed:
+            metrics.count_stow_failure(f.reason)
             log.info("STOW failure %04X for %s: %s", f.reason, f.sop_instance_uid, f.message)
         headers = {}
         if body_error:

@@ -5,12 +5,32 @@ GIL, so threads would not run conversions in parallel; a crash in a C decoder ta
 one child, not the worker (its task is redelivered, ``task_reject_on_worker_lost``).
 The supervisor stops us by SIGTERM to this PID: the parent's warm shutdown lets
 running tasks finish, then ends the children it owns.
+
+Metrics: the children record in prometheus_client's multiprocess mode, into
+``PROMETHEUS_MULTIPROC_DIR`` (a fresh temporary folder unless set, e.g. to an emptyDir
+in Kubernetes); it must be set before prometheus_client is imported, hence the imports
+inside :func:`main`. The parent serves ``/metrics`` (see :mod:`tessera.transcode.health`).
 """
 
-from tessera.transcode.celery_app import QUEUE, app
+import atexit
+import os
+import shutil
+import tempfile
 
 
 def main() -> None:
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not folder:
+        folder = tempfile.mkdtemp(prefix="tessera-transcode-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+
+    from tessera.shared.metrics import clear_multiprocess_dir
+    from tessera.transcode import health
+    from tessera.transcode.celery_app import QUEUE, app
+
+    clear_multiprocess_dir(folder)
+    health.install(app)
     app.worker_main(
         [
             "worker",

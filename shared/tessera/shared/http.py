@@ -1,5 +1,5 @@
 """What every service's HTTP app shares: the error → HTTP mapping (one place),
-health and readiness probes, DICOM JSON responses, and the public base URL.
+health and readiness probes, ``/metrics``, DICOM JSON responses, and the public base URL.
 
 A service builds its app with :func:`make_app`, giving its routes and a readiness
 check; :class:`TesseraError` subclasses raised anywhere in a handler become a status
@@ -15,11 +15,13 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from tessera.shared.errors import ServiceUnavailable, TesseraError
+from tessera.shared.metrics import MetricsMiddleware, Scrape, metrics_route
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +82,14 @@ def make_app(
     *,
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[Any]] | None = None,
     ready: ReadyCheck | None = None,
+    scrape: Scrape | None = None,
 ) -> Starlette:
+    """The app with ``routes``, the probes, and ``/metrics`` (plus what ``scrape``
+    computes when Prometheus asks); every request is counted and timed."""
     return Starlette(
-        routes=[*health_routes(ready), *routes],
+        routes=[*health_routes(ready), metrics_route(scrape), *routes],
         lifespan=lifespan,
+        middleware=[Middleware(MetricsMiddleware)],
         exception_handlers={TesseraError: _tessera_error, Exception: _unexpected},
     )
 

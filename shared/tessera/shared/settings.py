@@ -56,10 +56,26 @@ class Settings:
     ingest_port: int = 8101
     index_port: int = 8102
     retrieve_port: int = 8103
+    # /healthz, /readyz and /metrics of the two workers that serve no HTTP otherwise
+    index_worker_port: int = 8104
+    transcode_port: int = 8105
     # where the router finds a shard's services (single-shard mode)
     ingest_url: str = "http://127.0.0.1:8101"
     index_url: str = "http://127.0.0.1:8102"
     retrieve_url: str = "http://127.0.0.1:8103"
+    # the router's shard registry (PostgreSQL): empty = the one shard of the *_url above
+    router_database_url: str = ""
+    # seconds between a router's polls of the registry for shard and placement changes
+    registry_poll: float = 1.0
+    # seconds the router waits for each shard of a QIDO fan-out before answering without it
+    router_shard_timeout: float = 5.0
+    # rebalance jobs (moving studies between shards): the Celery broker of the rebalance
+    # worker (the router's Redis), studies moved at once, and instances per STOW-RS
+    # request (count and bytes) when copying a study to its new shard
+    router_redis_url: str = "redis://127.0.0.1:56379/2"
+    rebalance_concurrency: int = 8
+    rebalance_batch_size: int = 32
+    rebalance_batch_bytes: int = 64 * MIB
     # path prefix of the DICOMweb API on the router
     dicomweb_prefix: str = "/dicom-web"
     # CORS: comma-separated allowed origins ("*" for any)

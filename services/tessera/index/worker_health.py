@@ -1,0 +1,72 @@
+"""What the index worker's health server answers: readiness (its Redis and its
+PostgreSQL answer) and the queue depth, read from the shard's stream when scraped.
+
+Both run in the health server's own event loop (a thread beside the worker's), so they
+open short-lived connections of their own instead of borrowing the worker's pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import asyncpg
+import redis.asyncio as aioredis
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from tessera.shared.health_server import HealthServer
+from tessera.shared.queue import GROUP, jobs_stream
+from tessera.shared.settings import Settings
+
+CHECK_TIMEOUT = 5.0  # seconds; a probe gives up before the kubelet's own timeout
+
+
+async def ready(settings: Settings) -> dict[str, str]:
+    client = aioredis.from_url(settings.redis_url, socket_timeout=CHECK_TIMEOUT)
+    try:
+        await client.ping()
+    finally:
+        await client.aclose()
+    conn = await asyncpg.connect(settings.database_url, timeout=CHECK_TIMEOUT)
+    try:
+        await conn.fetchval("SELECT 1")
+    finally:
+        await conn.close()
+    return {"redis": "ok", "database": "ok"}
+
+
+async def queue_families(settings: Settings) -> Iterable[Metric]:
+    """``tessera_index_queue_depth``: jobs in the stream (waiting or being indexed: the
+    worker deletes a job once acknowledged); ``tessera_index_queue_pending``: jobs
+    delivered to a worker and not acknowledged yet."""
+    stream = jobs_stream(settings.shard)
+    client = aioredis.from_url(settings.redis_url, socket_timeout=CHECK_TIMEOUT)
+    try:
+        depth = int(await client.xlen(stream))
+        pending = 0
+        if depth:
+            summary = await client.xpending(stream, GROUP)
+            pending = int(summary["pending"])
+    finally:
+        await client.aclose()
+    families = []
+    for name, help_, value in (
+        ("tessera_index_queue_depth", "Index jobs in the shard's stream", depth),
+        ("tessera_index_queue_pending", "Index jobs delivered, not acknowledged", pending),
+    ):
+        family = GaugeMetricFamily(name, help_, labels=["shard"])
+        family.add_metric([settings.shard], value)
+        families.append(family)
+    return families
+
+
+def health_server(settings: Settings) -> HealthServer:
+    """Bound now (a busy port fails the start); call ``start()`` to serve."""
+
+    async def check() -> dict[str, str]:
+        return await ready(settings)
+
+    async def scrape() -> Iterable[Metric]:
+        return await queue_families(settings)
+
+    return HealthServer(settings.host, settings.index_worker_port, check, scrape)

@@ -1,0 +1,56 @@
+"""``/healthz``, ``/readyz`` and ``/metrics`` for a process that serves no HTTP itself
+(the index worker, the transcode worker), so that probes and Prometheus reach every
+service the same way.
+
+The little app runs under uvicorn in a daemon thread with its own event loop, beside
+whatever the process does in its main thread (an asyncio loop consuming a Redis Stream,
+or a Celery worker). Its checks therefore open their own connections, in that loop.
+The listening socket is bound in :class:`HealthServer`'s constructor, so a port that is
+taken fails the process at start, loudly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+
+import uvicorn
+from starlette.applications import Starlette
+
+from tessera.shared.http import ReadyCheck, health_routes
+from tessera.shared.metrics import Scrape, metrics_route
+
+
+class HealthServer:
+    def __init__(
+        self, host: str, port: int, ready: ReadyCheck, scrape: Scrape | None = None
+    ) -> None:
+        self.socket = socket.create_server((host, port))
+        app = Starlette(routes=[*health_routes(ready), metrics_route(scrape)])
+        config = uvicorn.Config(
+            app, lifespan="off", log_level="warning", access_log=False, loop="asyncio"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self._run, name="tessera-health", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self.socket.getsockname()[1])
+
+    def start(self) -> HealthServer:
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        asyncio.run(self.server.serve(sockets=[self.socket]))
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.server.should_exit = True
+        if self.thread.is_alive():
+            self.thread.join(timeout)
+        self.socket.close()
+
+    def forget_in_child(self) -> None:
+        """In a forked child: close our copy of the listening socket (the parent serves)."""
+        self.socket.close()
