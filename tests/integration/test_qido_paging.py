@@ -1,7 +1,8 @@
 """Paging (PS3.18 8.3.4.4) when many studies share a date and time: the order is total
-(StudyDate, StudyTime, then the row id, newest first), so consecutive pages neither
-repeat nor skip a result, at every level, and the server maximum adds the 8.3.4.4.1
-Warning with the number of results left.
+(StudyDate, StudyTime, then StudyInstanceUID in byte order, newest first; the UIDs,
+unlike a row id, let a router merge the pages of several shards in the same order), so
+consecutive pages neither repeat nor skip a result, at every level, and the server
+maximum adds the 8.3.4.4.1 Warning with the number of results left.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def _instance(study: int, date: str, time: str, series: int, number: int) -> Ind
     ds.SOPInstanceUID = sop = f"{series_uid}.{number}"
     ds.StudyDate, ds.StudyTime = date, time
     ds.PatientName, ds.PatientID = f"Same^Day{study % 3}", f"P{study % 3}"
-    ds.SeriesNumber, ds.InstanceNumber = 1, 1  # every one alike: the row id decides
+    ds.SeriesNumber, ds.InstanceNumber = 1, 1  # every one alike: the UIDs decide
     sha = hashlib.sha256(sop.encode()).hexdigest()
     return IndexInstance(
         study_instance_uid=study_uid,
@@ -67,9 +68,14 @@ def _uids(results: list[dict], tag: str) -> list[str]:
     return [value(r, tag) for r in results]
 
 
-LATER = [f"{ROOT}.{n}" for n in reversed(range(SAME, SAME + 5))]
-ALIKE = [f"{ROOT}.{n}" for n in reversed(range(SAME))]  # newest row first
-UNDATED = [f"{ROOT}.{n}" for n in reversed(range(SAME + 5, SAME + 10))]
+def _desc(numbers: range) -> list[str]:
+    """Study UIDs in descending byte order (COLLATE "C"): ...5.9 before ...5.29."""
+    return sorted((f"{ROOT}.{n}" for n in numbers), reverse=True)
+
+
+LATER = _desc(range(SAME, SAME + 5))
+ALIKE = _desc(range(SAME))
+UNDATED = _desc(range(SAME + 5, SAME + 10))
 ALL = LATER + ALIKE + UNDATED
 
 

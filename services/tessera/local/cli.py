@@ -5,6 +5,11 @@ runs), objects in ``<data>/objects``, the schema migrated, then every service as
 own process, configured through ``TESSERA_*`` variables. Other ``TESSERA_*`` variables
 in the environment (log level, duplicate policy...) are passed on; the supervisor
 chooses the database, Redis, storage and ports.
+
+``--shards N`` (or ``TESSERA_SHARDS``, ``make run SHARDS=N``) with N > 1 runs N shard
+stacks (ingest, index, index worker, retrieve, transcode each) behind one router with
+its shard registry, all on the same PostgreSQL and Redis servers
+(:mod:`tessera.local.federation`). With one shard nothing changes.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
+from tessera.local import federation
 from tessera.local.processes import free_port, pick_port, start_postgres, start_redis
 from tessera.local.supervisor import Service, say, supervise
 from tessera.shared.settings import Settings
@@ -26,12 +33,15 @@ from tessera.shared.settings import Settings
 PG_PORT = 55432
 REDIS_PORT = 56379
 
+SHARD_SERVICES = {
+    "ingest": "tessera.ingest",
+    "index": "tessera.index",
+    "index-worker": "tessera.index.worker",
+    "retrieve": "tessera.retrieve",
+    "transcode": "tessera.transcode",
+}
 SERVICES = [
-    Service.module("ingest", "tessera.ingest"),
-    Service.module("index", "tessera.index"),
-    Service.module("index-worker", "tessera.index.worker"),
-    Service.module("retrieve", "tessera.retrieve"),
-    Service.module("transcode", "tessera.transcode"),
+    *(Service.module(name, module) for name, module in SHARD_SERVICES.items()),
     Service.module("router", "tessera.router"),
 ]
 
@@ -52,9 +62,9 @@ def _ports(*preferred: int) -> list[int]:
 def cluster_settings(data: Path, database_url: str, redis_url: str, router_port: int) -> Settings:
     """Settings for every service of a one-machine cluster with its state in ``data``."""
     base = Settings.from_env()
-    router, ingest, index, retrieve = _ports(
-        router_port, base.ingest_port, base.index_port, base.retrieve_port
-    )
+    names = federation.port_fields()  # every service port, metrics ones included
+    router, *chosen = _ports(router_port, *(getattr(base, name) for name in names))
+    ports: dict[str, Any] = dict(zip(names, chosen, strict=True))
     return dataclasses.replace(
         base,
         database_url=database_url,
@@ -63,14 +73,28 @@ def cluster_settings(data: Path, database_url: str, redis_url: str, router_port:
         spool_dir=str(data / "spool"),
         host="127.0.0.1",
         router_port=router,
-        ingest_port=ingest,
-        index_port=index,
-        retrieve_port=retrieve,
-        ingest_url=f"http://127.0.0.1:{ingest}",
-        index_url=f"http://127.0.0.1:{index}",
-        retrieve_url=f"http://127.0.0.1:{retrieve}",
+        ingest_url=f"http://127.0.0.1:{ports['ingest_port']}",
+        index_url=f"http://127.0.0.1:{ports['index_port']}",
+        retrieve_url=f"http://127.0.0.1:{ports['retrieve_port']}",
         viewer_dir=str(Path(base.viewer_dir).absolute()) if base.viewer_dir else "",
+        **ports,
     )
+
+
+def federation_services(
+    data: Path, pg_dsn: str, redis_url: str, count: int, router_port: int
+) -> tuple[federation.Federation, list[Service]]:
+    """The settings of ``count`` shards and their router, and every child to start."""
+    base = cluster_settings(data, pg_dsn, redis_url, router_port)
+    fed = federation.plan(base, data, pg_dsn, redis_url, count, base.router_port)
+    services = [
+        Service.module(f"{shard.shard}.{name}", module, shard.env())
+        for shard in fed.shards
+        for name, module in SHARD_SERVICES.items()
+    ]
+    services.append(Service.module("router", "tessera.router", fed.router.env()))
+    services.append(Service.module("rebalance", "tessera.router.rebalance", fed.router.env()))
+    return fed, services
 
 
 async def _migrate(dsn: str) -> list[str]:
@@ -83,14 +107,11 @@ def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def run(data: Path, port: int) -> int:
+def run(data: Path, port: int, shards: int = 1) -> int:
     """Start the servers and the services; returns the exit status."""
     data = data.absolute()
     for folder in (data, data / "objects", data / "spool"):
         folder.mkdir(parents=True, exist_ok=True)
-    shards = os.environ.get("TESSERA_SHARDS", "1").strip() or "1"
-    if shards != "1":
-        say(f"TESSERA_SHARDS={shards}: several shards are not supported yet; running one")
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # until supervise() takes over
     with ExitStack() as servers:
         say(f"data in {data}")
@@ -98,11 +119,23 @@ def run(data: Path, port: int) -> int:
         say(f"PostgreSQL {pg.dsn} (pid {pg.pid}, log {pg.log_path})")
         redis = servers.enter_context(start_redis(data / "redis", _ports(REDIS_PORT)[0]))
         say(f"Redis {redis.url} (pid {redis.pid}, log {redis.log_path})")
-        applied = asyncio.run(_migrate(pg.dsn))
-        say(f"migrations applied: {', '.join(applied) if applied else 'none needed'}")
-        settings = cluster_settings(data, pg.dsn, redis.url, port)
+        services = SERVICES
+        if shards == 1:
+            applied = asyncio.run(_migrate(pg.dsn))
+            say(f"migrations applied: {', '.join(applied) if applied else 'none needed'}")
+            settings = cluster_settings(data, pg.dsn, redis.url, port)
+        else:
+            fed, services = federation_services(data, pg.dsn, redis.url, shards, port)
+            for line in asyncio.run(federation.prepare(pg.dsn, fed)):
+                say(line)
+            settings = fed.router
+            for shard in fed.shards:
+                say(f"{shard.shard}: ingest {shard.ingest_url}, index {shard.index_url}, "
+                    f"retrieve {shard.retrieve_url}, objects {shard.storage_url}")  # fmt: skip
         base = f"http://127.0.0.1:{settings.router_port}"
         banner = [f"Tessera DICOMweb: {base}{settings.dicomweb_prefix}"]
+        if shards > 1:
+            banner[0] += f" ({shards} shards)"
         if settings.viewer_dir:
             banner.append(f"OHIF viewer: {base}/viewer/")
         env = {**os.environ, **settings.env(), "PYTHONUNBUFFERED": "1"}
@@ -111,7 +144,7 @@ def run(data: Path, port: int) -> int:
             for line in banner:
                 say(line)
 
-        code = asyncio.run(supervise(SERVICES, env, ready_url=f"{base}/healthz", on_ready=announce))
+        code = asyncio.run(supervise(services, env, ready_url=f"{base}/healthz", on_ready=announce))
         say("stopping Redis and PostgreSQL")
     say("stopped" if code == 0 else f"stopped after a failure (exit {code})")
     return code
@@ -129,9 +162,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_cmd.add_argument(
         "--port", type=int, default=8042, help="public DICOMweb port (default: 8042)"
     )
+    run_cmd.add_argument(
+        "--shards",
+        type=int,
+        default=None,
+        help="number of shards behind the router (default: $TESSERA_SHARDS or 1)",
+    )
     args = parser.parse_args(argv)
+    shards = args.shards
+    if shards is None:
+        raw = os.environ.get("TESSERA_SHARDS", "1").strip() or "1"
+        if not raw.isdigit():
+            parser.error(f"TESSERA_SHARDS must be a number, not {raw!r}")
+        shards = int(raw)
+    if not 1 <= shards <= 15:
+        parser.error("--shards must be between 1 and 15 (one Redis database each)")
     try:
-        return run(args.data, args.port)
+        return run(args.data, args.port, shards)
     except KeyboardInterrupt:
         say("interrupted; servers stopped")
         return 130

@@ -14,27 +14,29 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TextIO
 
 import httpx
 
 from tessera.local._child import child_kwargs
 
-NAME_WIDTH = 13
+NAME_WIDTH = 13  # wider names (shard-1.index-worker) just push the bar right
 
 
 @dataclass(frozen=True)
 class Service:
-    """One child: a display name and its command line."""
+    """One child: a display name, its command line, and variables of its own (which win
+    over the environment :func:`supervise` gives every child)."""
 
     name: str
     argv: Sequence[str]
+    env: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def module(cls, name: str, module: str) -> Service:
+    def module(cls, name: str, module: str, env: Mapping[str, str] | None = None) -> Service:
         """``python -m module`` with this interpreter."""
-        return cls(name, [sys.executable, "-m", module])
+        return cls(name, [sys.executable, "-m", module], dict(env or {}))
 
 
 def say(message: str, name: str = "tessera", out: TextIO | None = None) -> None:
@@ -86,7 +88,7 @@ async def _spawn(service: Service, env: Mapping[str, str], out: TextIO | None) -
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-        env=dict(env),
+        env={**env, **service.env},
         **child_kwargs(signal.SIGTERM),  # type: ignore[arg-type]
     )
     assert proc.stdout is not None

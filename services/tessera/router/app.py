@@ -12,12 +12,18 @@ Routes under ``settings.dicomweb_prefix`` (PS3.18 10, the RESTful services):
     GET  /wado?requestType=WADO&studyUID=...         WADO-URI (PS3.18 9)   -> retrieve
 
 A request that names a study goes to the shard :func:`~tessera.router.placement.place`
-chooses for it; one that names none goes to the single shard (fan-out and STOW split
-come with N shards). CORS (for browser viewers such as OHIF) wraps every route and
-answers preflight requests itself, before any authentication. Retrieve responses carry
+chooses for it (its owner: placement and overrides, see :mod:`tessera.router.shards`).
+One that names none goes through to the shard when there is one; with N shards a search
+is fanned out to all (:mod:`tessera.router.qido_fanout`) and a store is split by study
+(:mod:`tessera.router.stow_split`). With ``router_database_url`` the shards come from the
+registry (:mod:`tessera.router.registry`), polled every ``registry_poll`` seconds; without,
+the one shard of ``ingest_url``/``index_url``/``retrieve_url``.
+
+CORS (for browser viewers such as OHIF) wraps every route and answers preflight
+requests itself, before any authentication. Retrieve responses carry
 ``Cross-Origin-Resource-Policy`` so that a cross-origin-isolated viewer (COEP
-``require-corp``) on another origin may load them even without CORS (``<img>``
-thumbnails): ``cross-origin`` when CORS allows any origin at all, else ``same-origin``.
+``require-corp``) on another origin may load them even without CORS (``<img>`` thumbnails):
+``cross-origin`` when CORS allows any origin at all, else ``same-origin``.
 
 Beside the API, ``/viewer/`` serves the OHIF viewer (:mod:`tessera.router.viewer`).
 """
@@ -28,7 +34,6 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-import httpcore
 import httpx
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
@@ -36,28 +41,47 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from tessera.router import viewer
-from tessera.router.proxy import Proxy
+from tessera.router import rebalance_api, viewer
+from tessera.router.proxy import Proxy, open_session
+from tessera.router.qido_fanout import QidoFanOut
+from tessera.router.registry import Registry, RegistryWatcher
 from tessera.router.shards import Service, ShardMap
+from tessera.router.stow_split import StowSplit
+from tessera.shared import metrics
 from tessera.shared.errors import ServiceUnavailable
 from tessera.shared.http import make_app
+from tessera.shared.levels import Layout
+from tessera.shared.qido.attributes import Level
 from tessera.shared.refs import check_uid
 from tessera.shared.settings import Settings
 
-# Connecting to a shard must be quick; its answer may not be: a STOW of gigabytes is
-# read for minutes, a WADO stream is written for as long as the client reads. So no
-# read/write timeout, and no cap on connections (~100 parallel frame requests a viewer).
+# The QIDO-RS fan-out and STOW-RS split client (several shards, answers merged; the
+# pass-through proxy has its own aiohttp session, see tessera.router.proxy). Connecting
+# must be quick; a shard's answer may not be: a STOW of gigabytes is read for minutes.
+# So no read/write timeout, and no cap on connections.
 TIMEOUT = httpx.Timeout(connect=5.0, read=None, write=None, pool=5.0)
 LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=256)
 PROBE_TIMEOUT = 3.0
-# httpcore asks its socket for at most 64 KiB per read (a class attribute, no option), and
-# each read costs a pass through h11, httpx, Starlette and uvicorn: a WADO-RS study of
-# hundreds of MB is relayed in what each read finds buffered, up to 1 MiB, instead.
-httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = 1024 * 1024
 
 CORS_METHODS = ["GET", "POST", "PUT", "DELETE", "OPTIONS"]
-CORS_REQUEST_HEADERS = ["Authorization", "Accept", "Content-Type", "Range", "If-None-Match"]
-CORS_EXPOSED_HEADERS = ["Warning", "ETag", "Content-Location", "Content-Type", "Content-Length"]
+CORS_REQUEST_HEADERS = [
+    "Authorization",
+    "Accept",
+    "Content-Type",
+    "Range",
+    "If-Range",
+    "If-None-Match",
+]
+CORS_EXPOSED_HEADERS = [
+    "Warning",
+    "ETag",
+    "Content-Location",
+    "Content-Type",
+    "Content-Length",
+    "Content-Range",
+    "Accept-Ranges",
+    "Retry-After",
+]
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -68,14 +92,21 @@ class Router:
     def __init__(
         self,
         settings: Settings,
-        shards: ShardMap,
+        shards: ShardMap | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        self.settings = settings
         self.prefix = settings.dicomweb_prefix.rstrip("/")
-        self.shards = shards
         self.resource_policy = "cross-origin" if settings.cors_origins else "same-origin"
+        self._static = shards
+        if shards is None and not settings.router_database_url:
+            self._static = ShardMap.from_settings(settings)
         self._transport = transport
         self._proxy: Proxy | None = None
+        self._fanout: QidoFanOut | None = None
+        self._split: StowSplit | None = None
+        self.registry: Registry | None = None
+        self._watcher: RegistryWatcher | None = None
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -85,61 +116,126 @@ class Router:
             transport=self._transport,
             follow_redirects=False,
             trust_env=False,
+            event_hooks=metrics.upstream_hooks(),  # shard latency for /metrics
         )
-        self._proxy = Proxy(client, self.prefix)
+        session = open_session()
+        settings = self.settings
         try:
+            if self._static is None:
+                self.registry = await Registry.connect(settings.router_database_url)
+                self._watcher = RegistryWatcher(self.registry, settings.registry_poll)
+                await self._watcher.start()
+            self._proxy = Proxy(session, self.prefix)
+            self._fanout = QidoFanOut(
+                client,
+                self.prefix,
+                settings.qido_max_limit,
+                settings.router_shard_timeout,
+                Layout.parse(settings.qido_extra_attributes),
+            )
+            self._split = StowSplit(client, self.prefix, settings)
             yield
         finally:
-            self._proxy = None
+            self._proxy = self._fanout = self._split = None
+            if self._watcher is not None:
+                await self._watcher.stop()
+            if self.registry is not None:
+                await self.registry.close()
             await client.aclose()
+            await session.close()
+
+    def connected_registry(self) -> Registry:
+        """The registry, once the lifespan has opened it."""
+        if self.registry is None:
+            raise ServiceUnavailable("the shard registry is not connected", retry_after=1)
+        return self.registry
+
+    @property
+    def shards(self) -> ShardMap:
+        if self._static is not None:
+            return self._static
+        if self._watcher is None:
+            raise ServiceUnavailable("the router is not started", retry_after=1)
+        return self._watcher.map
 
     @property
     def proxy(self) -> Proxy:
-        if self._proxy is None:
-            raise ServiceUnavailable("the router is not started", retry_after=1)
-        return self._proxy
+        return self._started()[0]
 
-    def _to(self, service: Service, by_study: bool) -> Endpoint:
+    def _started(self) -> tuple[Proxy, QidoFanOut, StowSplit]:
+        if self._proxy is None or self._fanout is None or self._split is None:
+            raise ServiceUnavailable("the router is not started", retry_after=1)
+        return self._proxy, self._fanout, self._split
+
+    def _to(self, service: Service) -> Endpoint:
+        """An endpoint for requests that name their study: to its owner, streamed."""
+
         async def endpoint(request: Request) -> Response:
-            if by_study:
-                if "study" in request.path_params:
-                    study = check_uid(request.path_params["study"], "StudyInstanceUID")
-                else:  # WADO-URI names the study in its query (PS3.18 9.1.2)
-                    study = check_uid(request.query_params.get("studyUID", ""), "studyUID")
-                shard = self.shards.for_study(study)
+            if "study" in request.path_params:
+                study = check_uid(request.path_params["study"], "StudyInstanceUID")
+            else:  # WADO-URI names the study in its query (PS3.18 9.1.2)
+                study = check_uid(request.query_params.get("studyUID", ""), "studyUID")
+            shards = self.shards
+            if service is Service.INGEST:
+                owner = (await StowSplit.owners(shards, {study}, self._pin))[study]
+                shard = shards.get(owner, study)
             else:
-                shard = self.shards.only()
+                shard = shards.for_study(study)
             response = await self.proxy.forward(request, shard.url(service))
             if service is Service.RETRIEVE:
                 response.headers.setdefault("Cross-Origin-Resource-Policy", self.resource_policy)
             return response
 
-        endpoint.__name__ = f"{service}_{'study' if by_study else 'root'}"
+        endpoint.__name__ = f"{service}_study"
         return endpoint
+
+    def _search(self, level: Level) -> Endpoint:
+        """QIDO-RS across studies: through to the one shard, or fanned out to all."""
+
+        async def endpoint(request: Request) -> Response:
+            shards = self.shards
+            only = shards.only()
+            if only is not None:
+                return await self.proxy.forward(request, only.url(Service.INDEX))
+            return await self._started()[1].search(request, level, shards)
+
+        endpoint.__name__ = f"search_for_{level.label}"
+        return endpoint
+
+    async def _store(self, request: Request) -> Response:
+        """STOW-RS to /studies: through to the one shard, or split by study."""
+        shards = self.shards
+        only = shards.only()
+        if only is not None:
+            return await self.proxy.forward(request, only.url(Service.INGEST))
+        return await self._started()[2].store(request, shards, self._pin)
+
+    async def _pin(self, uids: list[str], shard: str) -> dict[str, str]:
+        if self.registry is None:
+            return dict.fromkeys(uids, shard)
+        return await self.registry.pin(uids, shard)
 
     def routes(self) -> list[BaseRoute]:
         p, get = self.prefix, ["GET"]  # Starlette adds HEAD to GET routes
         study = f"{p}/studies/{{study}}"
         return [
-            Route(f"{p}/studies", self._to(Service.INGEST, False), methods=["POST"]),
-            Route(f"{p}/studies", self._to(Service.INDEX, False), methods=get),
-            Route(f"{p}/series", self._to(Service.INDEX, False), methods=get),
-            Route(f"{p}/instances", self._to(Service.INDEX, False), methods=get),
-            Route(study, self._to(Service.INGEST, True), methods=["POST"]),
-            Route(f"{study}/series", self._to(Service.INDEX, True), methods=get),
-            Route(f"{study}/instances", self._to(Service.INDEX, True), methods=get),
-            Route(
-                f"{study}/series/{{series}}/instances",
-                self._to(Service.INDEX, True),
-                methods=get,
-            ),
-            Route(study, self._to(Service.RETRIEVE, True), methods=get),
-            Route(f"{study}/{{rest:path}}", self._to(Service.RETRIEVE, True), methods=get),
-            Route(f"{p}/wado", self._to(Service.RETRIEVE, True), methods=get),
+            Route(f"{p}/studies", self._store, methods=["POST"]),
+            Route(f"{p}/studies", self._search(Level.STUDY), methods=get),
+            Route(f"{p}/series", self._search(Level.SERIES), methods=get),
+            Route(f"{p}/instances", self._search(Level.INSTANCE), methods=get),
+            Route(study, self._to(Service.INGEST), methods=["POST"]),
+            Route(f"{study}/series", self._to(Service.INDEX), methods=get),
+            Route(f"{study}/instances", self._to(Service.INDEX), methods=get),
+            Route(f"{study}/series/{{series}}/instances", self._to(Service.INDEX), methods=get),
+            Route(study, self._to(Service.RETRIEVE), methods=get),
+            Route(f"{study}/{{rest:path}}", self._to(Service.RETRIEVE), methods=get),
+            Route(f"{p}/wado", self._to(Service.RETRIEVE), methods=get),
         ]
 
     async def ready(self) -> dict[str, str]:
-        """Each service of each shard answers its ``/healthz``; raises naming those that do not."""
+        """Each service of each shard answers its ``/healthz``. With one shard (or none
+        answering) a service down makes the router not ready; with N, a shard down is
+        reported but the router stays ready: it still serves the others' studies."""
         targets = [
             (f"{shard.name}.{service}", shard.url(service))
             for shard in self.shards.all()
@@ -147,17 +243,16 @@ class Router:
         ]
         results = await asyncio.gather(*(self._probe(url) for _, url in targets))
         down = [f"{name} ({why})" for (name, _), why in zip(targets, results, strict=True) if why]
-        if down:
+        if down and (len(self.shards.shards) <= 1 or len(down) == len(targets)):
             raise ServiceUnavailable("not answering: " + ", ".join(down))
-        return {name: "ok" for name, _ in targets}
+        return {
+            name: f"down ({why})" if why else "ok"
+            for (name, _), why in zip(targets, results, strict=True)
+        }
 
     async def _probe(self, base_url: str) -> str:
         """Empty if ``base_url/healthz`` answers 200, else why not."""
-        try:
-            r = await self.proxy.client.get(base_url + "/healthz", timeout=PROBE_TIMEOUT)
-        except httpx.HTTPError as e:
-            return type(e).__name__
-        return "" if r.status_code == 200 else f"HTTP {r.status_code}"
+        return await self.proxy.probe(base_url, PROBE_TIMEOUT)
 
 
 def create_app(
@@ -166,9 +261,13 @@ def create_app(
     shards: ShardMap | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> Starlette:
-    """The router app; ``shards`` defaults to the one shard of ``settings``."""
-    router = Router(settings, shards or ShardMap.from_settings(settings), transport)
+    """The router app; ``shards`` defaults to the registry at ``router_database_url``,
+    or without one to the one shard of ``settings``."""
+    router = Router(settings, shards, transport)
     routes = [*router.routes(), *viewer.routes(settings)]
+    if settings.router_database_url and shards is None:
+        # shards and rebalance jobs (/admin/...): only with a registry to keep them in
+        routes += rebalance_api.routes(router.connected_registry, settings)
     app = make_app(routes, lifespan=router.lifespan, ready=router.ready)
     app.add_middleware(
         CORSMiddleware,

@@ -1,32 +1,56 @@
 """Numbered SQL migrations, applied in order, each once, each in its own transaction.
 
-Files are ``migrations/NNNN_name.sql``; the applied ones are recorded in
-``schema_migration``. An advisory lock makes concurrent runners (several pods
-starting at once) wait for each other instead of racing.
+Files are ``NNNN_name.sql`` in a migrations folder; the applied ones are recorded in
+``schema_migration`` of the database they were applied to. An advisory lock makes
+concurrent runners (several pods starting at once) wait for each other instead of racing.
+
+The default folder holds a shard's schema (``tessera/shared/db/migrations``); the router's
+registry database has its own (``tessera/router/migrations``), applied with the same runner:
+``apply_migrations(dsn, "tessera.router")``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import zlib
 from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
 
 import asyncpg
 
-_LOCK_ID = 0x7E55E4A  # pg_advisory_lock key for "tessera migrations"
+# The package whose ``migrations`` folder holds the shard schema.
+SHARD_MIGRATIONS = "tessera.shared.db"
+_LOCK_ID = 0x7E55E4A  # pg_advisory_lock key for "tessera migrations" (the shard schema)
 
 
-def migration_files() -> list[tuple[str, str]]:
+def _folder(package_or_folder: str | Path) -> Traversable:
+    """A package name means its ``migrations`` resource folder; a Path is the folder."""
+    if isinstance(package_or_folder, Path):
+        return package_or_folder
+    return resources.files(package_or_folder) / "migrations"
+
+
+def _lock_id(package_or_folder: str | Path) -> int:
+    """The shard schema keeps its historic key; any other source gets one of its own."""
+    if package_or_folder == SHARD_MIGRATIONS:
+        return _LOCK_ID
+    return zlib.crc32(str(package_or_folder).encode())
+
+
+def migration_files(package_or_folder: str | Path = SHARD_MIGRATIONS) -> list[tuple[str, str]]:
     """(name, sql) of every migration, in order."""
-    folder = resources.files("tessera.shared.db") / "migrations"
+    folder = _folder(package_or_folder)
     names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".sql"))
     return [(n, (folder / n).read_text(encoding="utf-8")) for n in names]
 
 
-async def apply_migrations(dsn: str) -> list[str]:
+async def apply_migrations(dsn: str, package_or_folder: str | Path = SHARD_MIGRATIONS) -> list[str]:
     """Apply what is missing; returns the names applied now."""
+    lock_id = _lock_id(package_or_folder)
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_ID)
+        await conn.execute("SELECT pg_advisory_lock($1)", lock_id)
         try:
             await conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migration ("
@@ -34,7 +58,7 @@ async def apply_migrations(dsn: str) -> list[str]:
             )
             done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migration")}
             applied = []
-            for name, sql in migration_files():
+            for name, sql in migration_files(package_or_folder):
                 if name in done:
                     continue
                 async with conn.transaction():
@@ -43,7 +67,7 @@ async def apply_migrations(dsn: str) -> list[str]:
                 applied.append(name)
             return applied
         finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_ID)
+            await conn.execute("SELECT pg_advisory_unlock($1)", lock_id)
     finally:
         await conn.close()
 

@@ -6,11 +6,15 @@ becomes one combined condition (C.2.2.2.5.1, :mod:`.dates`), written as a row co
 ``(study_date, study_time) >= ($1, $2)`` that the ``study_order`` index serves.
 
 Results are in a stable order (PS3.18 8.3.4.4.1 requires repeatable paging): studies
-newest first (StudyDate, StudyTime, then row id, descending: the ``study_order`` index
-of migration 0003); series by SeriesNumber as an integer, then row id; instances by
-InstanceNumber as an integer, then row id. A search across studies or series orders by
-the parents first. The row id makes the order total, so pages never overlap or skip,
-however many studies share a date.
+newest first (StudyDate, StudyTime, then StudyInstanceUID, descending: the ``study_order``
+index of migration 0004); series by SeriesNumber as an integer, then as text, then
+SeriesInstanceUID; instances by InstanceNumber as an integer, then as text, then
+SOPInstanceUID. A search across studies or series orders by the parents first. The UIDs
+make the order total, so pages never overlap or skip, however many studies share a date;
+and, unlike a row id, they are in every result, so the router can merge the pages of
+several shards in this very order (:mod:`tessera.router.qido_fanout`). Text is compared
+``COLLATE "C"`` (byte order, the columns' collation since migration 0004), which is the
+order of Python strings.
 
 Each row is the result's DICOM JSON, built by PostgreSQL (:mod:`.render`).
 """
@@ -58,12 +62,18 @@ _FROM = {
 # parallel workers: a search takes milliseconds, a parallel seq scan only looks cheaper
 # to the planner than a trigram bitmap scan, and the CPUs serve concurrent searches.
 SESSION_SETTINGS = {"plan_cache_mode": "force_custom_plan", "max_parallel_workers_per_gather": "0"}
-_STUDY_ORDER = "st.study_date DESC, st.study_time DESC, st.pk DESC"
+_STUDY_ORDER = (
+    'st.study_date COLLATE "C" DESC, st.study_time COLLATE "C" DESC,'
+    ' st.study_instance_uid COLLATE "C" DESC'
+)
 _SERIES_ORDER = (
     "CASE WHEN se.series_number ~ '^[+-]?[0-9]{1,9}$' THEN se.series_number::integer END"
-    " NULLS LAST, se.series_number, se.pk"
+    ' NULLS LAST, se.series_number COLLATE "C", se.series_instance_uid COLLATE "C"'
 )
-_INSTANCE_ORDER = "i.instance_number_int NULLS LAST, i.instance_number, i.pk"
+_INSTANCE_ORDER = (
+    'i.instance_number_int NULLS LAST, i.instance_number COLLATE "C",'
+    ' i.sop_instance_uid COLLATE "C"'
+)
 
 
 @dataclass(frozen=True, slots=True)
