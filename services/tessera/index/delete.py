@@ -1,0 +1,288 @@
+"""Internal admin routes of a shard's index: list a study's instances, delete a study.
+
+These are what the router's rebalance job needs to move a study between shards
+(``tessera.router.rebalance_move``). They are **internal**: the router forwards only the
+DICOMweb resources of PS3.18 under its public prefix (``GET``/``POST``), never these
+paths or the ``DELETE`` method, so only a process that reaches the index service
+directly (the rebalance worker, an operator) can call them.
+
+    GET    /internal/studies?after=PK&limit=N   studies by primary key (keyset paging),
+                                                 with their number of instances
+    GET    /internal/studies/{study}/instances  every instance: SOPInstanceUID,
+                                                 SeriesInstanceUID, SHA-256, size, and
+                                                 the study's ``digest`` (see below)
+    DELETE /studies/{study}                      remove the study: rows, counts, objects
+
+Keyset paging (``pk > after``) and not QIDO's ``offset``: studies keep arriving while a
+rebalance lists them, and an offset page slides when a row is inserted before it, so a
+study could be skipped; a pk only grows.
+
+The study **digest** is the SHA-256 of its sorted ``SOPInstanceUID TAB sha256 LF`` lines:
+two shards hold the same instances, byte for byte, exactly when their digests are
+equal. ``DELETE`` takes it as ``If-Match: "<digest>"`` (RFC 9110 13.1.1): the study is
+deleted only if it still holds exactly what the caller copied elsewhere, else 412, so an
+instance that reached the source after the last copy is never lost with it.
+
+Deleting: one transaction locks the study row (the index writer's study upsert waits
+on it, so no instance can join the study meanwhile), deletes its instance, series and
+study rows and the patient row when no other study refers to it (patients keep no
+counts: QIDO computes them), and writes one ``delete`` change-feed row per instance.
+After commit the stored objects go: each instance's object (``instance_key``) and its
+caches, everything under ``derived/<sha256>/`` (transcoded objects and frames,
+``derived_key`` / ``derived_frame_key``) and ``rendered/<sha256>/`` (``rendered_key``),
+found by listing those prefixes (their names carry Transfer Syntaxes and rendering
+digests that the rows do not). An object key is the SHA-256 of its bytes, which hold
+the SOPInstanceUID, so no other row can share it; an object is still kept if a row with
+the same SOPInstanceUID came back meanwhile. A crash between commit and the object
+deletions leaves unreferenced objects (garbage, never a dangling row). A second
+``DELETE`` of a study that is gone answers ``404 Not Found``: the caller (the rebalance
+job) treats 404 as "already done".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import asyncpg
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tessera.shared.errors import BadRequest, NotFound, TesseraError
+from tessera.shared.refs import check_uid
+from tessera.shared.storage import LocalStore, ObjectStore, open_store
+
+log = logging.getLogger(__name__)
+
+MAX_PAGE = 10000
+
+
+class PreconditionFailed(TesseraError):
+    """If-Match named another digest than the study's: it changed since it was copied."""
+
+    status_code = 412
+
+
+@dataclass(frozen=True)
+class StoredInstance:
+    sop_instance_uid: str
+    series_instance_uid: str
+    sha256: str
+    size: int
+    storage_key: str
+
+
+def study_digest(pairs: Iterable[tuple[str, str]]) -> str:
+    """SHA-256 of the sorted ``SOPInstanceUID TAB sha256 LF`` lines of a study."""
+    h = hashlib.sha256()
+    for sop, sha in sorted(pairs):
+        h.update(f"{sop}\t{sha}\n".encode())
+    return h.hexdigest()
+
+
+async def study_instances(
+    db: asyncpg.Pool | asyncpg.Connection, study: str
+) -> list[StoredInstance]:
+    rows = await db.fetch(
+        """SELECT i.sop_instance_uid, se.series_instance_uid, i.sha256, i.size, i.storage_key
+             FROM study st JOIN series se ON se.study_pk = st.pk
+             JOIN instance i ON i.series_pk = se.pk
+            WHERE st.study_instance_uid = $1
+            ORDER BY se.pk, i.instance_number_int NULLS LAST, i.sop_instance_uid""",
+        study,
+    )
+    return [StoredInstance(*r) for r in rows]
+
+
+@dataclass(frozen=True)
+class DeletedStudy:
+    study_instance_uid: str
+    instances: list[StoredInstance]
+    patient_deleted: bool
+
+
+async def delete_study_rows(
+    conn: asyncpg.Connection, study: str, if_digest: str | None = None
+) -> DeletedStudy | None:
+    """Delete the study's rows in one transaction; None if there is no such study.
+    With ``if_digest``, raise :class:`PreconditionFailed` unless the study's digest is it."""
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            "SELECT pk, patient_pk FROM study WHERE study_instance_uid = $1 FOR UPDATE", study
+        )
+        if row is None:
+            return None
+        instances = await study_instances(conn, study)
+        if if_digest is not None:
+            digest = study_digest((i.sop_instance_uid, i.sha256) for i in instances)
+            if digest != if_digest:
+                raise PreconditionFailed(
+                    f"study {study} holds other instances than If-Match says "
+                    f"(digest {digest}); copy them, then delete again"
+                )
+        await conn.execute(
+            """INSERT INTO change_feed (action, study_instance_uid, series_instance_uid,
+                   sop_instance_uid)
+               SELECT 'delete', $1, s, i FROM unnest($2::text[], $3::text[]) AS u(s, i)""",
+            study,
+            [i.series_instance_uid for i in instances],
+            [i.sop_instance_uid for i in instances],
+        )
+        await conn.execute(
+            """DELETE FROM instance i USING series se
+                WHERE i.series_pk = se.pk AND se.study_pk = $1""",
+            row["pk"],
+        )
+        await conn.execute("DELETE FROM series WHERE study_pk = $1", row["pk"])
+        await conn.execute("DELETE FROM study WHERE pk = $1", row["pk"])
+        gone = await conn.fetchval(
+            """DELETE FROM patient p WHERE p.pk = $1
+                 AND NOT EXISTS (SELECT 1 FROM study WHERE patient_pk = $1) RETURNING pk""",
+            row["patient_pk"],
+        )
+    return DeletedStudy(study, instances, gone is not None)
+
+
+async def delete_objects(
+    db: asyncpg.Pool | asyncpg.Connection, store: ObjectStore, instances: list[StoredInstance]
+) -> int:
+    """Delete the objects of deleted instances and their caches; the number of instance
+    objects deleted (those whose SOPInstanceUID was stored again meanwhile are kept)."""
+    back = {
+        r["storage_key"]
+        for r in await db.fetch(
+            "SELECT storage_key FROM instance WHERE sop_instance_uid = ANY($1::text[])",
+            [i.sop_instance_uid for i in instances],
+        )
+    }
+    deleted = 0
+    for inst in instances:
+        if inst.storage_key in back:
+            continue
+        await store.delete(inst.storage_key)
+        stem = inst.storage_key.rsplit("/", 1)[-1].removesuffix(".dcm")
+        for prefix in (f"derived/{stem}/", f"rendered/{stem}/"):
+            await delete_prefix(store, prefix)
+        deleted += 1
+    return deleted
+
+
+async def delete_prefix(store: ObjectStore, prefix: str) -> None:
+    """Delete every object whose key starts with ``prefix`` (a folder-like ``a/b/``).
+
+    The :class:`ObjectStore` interface has no listing, so this knows its two backends:
+    a local folder is removed as a tree, an S3 bucket is listed by prefix and deleted in
+    batches of 1000 (the DeleteObjects limit). Any other store keeps its caches."""
+    if isinstance(store, LocalStore):
+        path = store.root / prefix
+        await asyncio.to_thread(shutil.rmtree, path, True)
+        return
+    from tessera.shared.storage.s3 import S3Store
+
+    if not isinstance(store, S3Store):
+        log.warning("cannot list %s in %s: cached objects kept", prefix, type(store).__name__)
+        return
+    s3 = await store._s3()
+    paginator = s3.get_paginator("list_objects_v2")
+    async for page in paginator.paginate(Bucket=store.bucket, Prefix=store._k(prefix)):
+        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        for start in range(0, len(keys), 1000):
+            await s3.delete_objects(
+                Bucket=store.bucket, Delete={"Objects": keys[start : start + 1000], "Quiet": True}
+            )
+
+
+def _store(request: Request) -> ObjectStore:
+    """The shard's object store, opened on first use (QIDO alone never needs it)."""
+    state = request.app.state
+    if getattr(state, "store", None) is None:
+        state.store = open_store(state.settings)
+    store: ObjectStore = state.store
+    return store
+
+
+def _if_match(request: Request) -> str | None:
+    value = request.headers.get("if-match")
+    if value is None:
+        return None
+    value = value.strip()
+    if value.startswith("W/"):
+        value = value[2:]
+    value = value.strip('"')
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise BadRequest('If-Match must be "<study digest>" (64 lower-case hex digits)')
+    return value
+
+
+async def delete_study(request: Request) -> Response:
+    """``DELETE /studies/{study}``: internal, see the module docstring."""
+    study = check_uid(request.path_params["study"], "StudyInstanceUID")
+    if_digest = _if_match(request)
+    pool: asyncpg.Pool = request.app.state.pool
+    async with pool.acquire() as conn:
+        deleted = await delete_study_rows(conn, study, if_digest)
+    if deleted is None:
+        raise NotFound(f"no study {study} on this shard")
+    objects = await delete_objects(pool, _store(request), deleted.instances)
+    log.info("deleted study %s: %d instances", study, len(deleted.instances))
+    return JSONResponse(
+        {
+            "study": study,
+            "instances": len(deleted.instances),
+            "objects": objects,
+            "patient_deleted": deleted.patient_deleted,
+        }
+    )
+
+
+async def list_studies(request: Request) -> Response:
+    """``GET /internal/studies?after=PK&limit=N``: ``{"studies": [[pk, uid, n], ...]}``,
+    ``n`` the study's NumberOfStudyRelatedInstances."""
+    try:
+        after = int(request.query_params.get("after", "0"))
+        limit = int(request.query_params.get("limit", "1000"))
+    except ValueError:
+        raise BadRequest("after and limit must be integers") from None
+    if not 0 < limit <= MAX_PAGE:
+        raise BadRequest(f"limit must be 1..{MAX_PAGE}")
+    rows = await request.app.state.pool.fetch(
+        "SELECT pk, study_instance_uid, number_of_instances FROM study"
+        " WHERE pk > $1 ORDER BY pk LIMIT $2",
+        after,
+        limit,
+    )
+    return JSONResponse({"studies": [list(r.values()) for r in rows]})
+
+
+async def list_instances(request: Request) -> Response:
+    """``GET /internal/studies/{study}/instances``: what a move copies and verifies."""
+    study = check_uid(request.path_params["study"], "StudyInstanceUID")
+    instances = await study_instances(request.app.state.pool, study)
+    return JSONResponse(
+        {
+            "study": study,
+            "digest": study_digest((i.sop_instance_uid, i.sha256) for i in instances),
+            "instances": [
+                {
+                    "sop": i.sop_instance_uid,
+                    "series": i.series_instance_uid,
+                    "sha256": i.sha256,
+                    "size": i.size,
+                }
+                for i in instances
+            ],
+        }
+    )
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/internal/studies", list_studies, methods=["GET"]),
+        Route("/internal/studies/{study}/instances", list_instances, methods=["GET"]),
+        Route("/studies/{study}", delete_study, methods=["DELETE"]),
+    ]

@@ -1,0 +1,470 @@
+"""Rebalance jobs between two real shard stacks: every service of each shard as its own
+process (ingest, index, index worker, retrieve), each shard with its own PostgreSQL
+database, Redis database and S3 bucket, and the router registry in a third database.
+
+Each test counts and hashes every instance on every shard before and after (the bytes
+WADO-RS returns, as stored): none lost, none duplicated (each SOPInstanceUID on exactly
+one shard, the one the registry places its study on), all retrievable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import fields
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+import redis.asyncio
+import uvicorn
+from pydicom.uid import generate_uid
+from starlette.applications import Starlette
+
+from tessera.local._child import child_kwargs
+from tessera.local.processes import create_bucket, free_port
+from tessera.router import shardctl
+from tessera.router.placement import place
+from tessera.router.rebalance import enqueue
+from tessera.router.rebalance_api import routes as admin_routes
+from tessera.router.rebalance_job import JobRunner, job_rows, progress, start_add, start_drain
+from tessera.router.rebalance_move import TIMEOUT
+from tessera.router.registry import Registry
+from tessera.router.shards import Shard, ShardMap
+from tessera.shared.db.migrate import apply_migrations
+from tessera.shared.http import make_app
+from tessera.shared.settings import Settings
+from tests.conftest import with_database
+from tests.e2e.cluster import Cluster
+from tests.e2e.dicomgen import make_instance, multipart, split_multipart
+
+pytestmark = pytest.mark.slow
+SERVICES = ("ingest", "index", "index-worker", "retrieve")
+ANY_TS = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+Inventory = dict[str, tuple[str, str, str]]  # SOPInstanceUID -> (shard, study, sha256)
+
+
+async def _admin(dsn: str, sql: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def start_shard(
+    name: str, dsn: str, redis_url: str, s3_settings: dict[str, str], workdir: Path
+) -> Cluster:
+    """One shard (not started: :func:`start_services`), on a bucket of its own."""
+    bucket = f"{name}-{uuid.uuid4().hex[:10]}"
+    create_bucket(
+        s3_settings["s3_endpoint_url"],
+        bucket,
+        access_key_id=s3_settings["s3_access_key_id"],
+        secret_access_key=s3_settings["s3_secret_access_key"],
+        region=s3_settings["s3_region"],
+    )
+    # every listening port of the services (health ports included), free ones
+    ports = {f.name: free_port() for f in fields(Settings) if f.name.endswith("_port")}
+    settings = Settings(
+        shard=name,
+        database_url=dsn,
+        redis_url=redis_url,
+        storage_url=f"s3://{bucket}",
+        **s3_settings,
+        **ports,
+        spool_threshold=256 * 1024,
+        spool_dir=str(workdir),
+        index_timeout=8.0,
+        index_claim_idle=2.0,
+        ingest_url=f"http://127.0.0.1:{ports['ingest_port']}",
+        index_url=f"http://127.0.0.1:{ports['index_port']}",
+        retrieve_url=f"http://127.0.0.1:{ports['retrieve_port']}",
+    )
+    (workdir / name).mkdir(exist_ok=True)
+    return Cluster(settings, workdir / name)
+
+
+def start_services(cluster: Cluster) -> None:
+    for service in SERVICES:
+        cluster.start(service)
+    for service in SERVICES:
+        cluster.wait_ready(service)
+
+
+def shard_of(cluster: Cluster) -> Shard:
+    s = cluster.settings
+    return Shard(s.shard, s.ingest_url, s.index_url, s.retrieve_url)
+
+
+@pytest.fixture(scope="module")
+async def shard_dbs(postgres_dsn: str) -> AsyncIterator[list[str]]:
+    names = [f"rb_{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    for name in names:
+        await _admin(postgres_dsn, f'CREATE DATABASE "{name}"')
+        await apply_migrations(with_database(postgres_dsn, name))
+    yield [with_database(postgres_dsn, n) for n in names]
+    for name in names:
+        await _admin(postgres_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def stacks(
+    shard_dbs: list[str], redis_url: str, s3_settings: dict[str, str]
+) -> Iterator[dict[str, Cluster]]:
+    workdir = Path(tempfile.mkdtemp(prefix="tessera-rebalance-"))
+    started: dict[str, Cluster] = {}
+    try:
+        for i, dsn in enumerate(shard_dbs):
+            name = f"s{i + 1}"
+            started[name] = start_shard(
+                name, dsn, with_database(redis_url, str(3 + i)), s3_settings, workdir
+            )
+            start_services(started[name])
+        yield started
+    finally:
+        for c in started.values():
+            c.stop_all()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=TIMEOUT, trust_env=False) as c:
+        yield c
+
+
+@pytest.fixture
+async def shards(stacks: dict[str, Cluster], http: httpx.AsyncClient) -> AsyncIterator[dict]:
+    """The shard stacks, emptied after the test (with the internal DELETE)."""
+    yield {name: shard_of(c) for name, c in stacks.items()}
+    for c in stacks.values():
+        r = await http.get(c.settings.index_url + "/internal/studies", params={"limit": 10000})
+        for _, uid, _ in r.json()["studies"]:
+            assert (await http.delete(f"{c.settings.index_url}/studies/{uid}")).status_code == 200
+
+
+@pytest.fixture
+async def router_settings(postgres_dsn: str, redis_url: str) -> AsyncIterator[Settings]:
+    name = f"router_{uuid.uuid4().hex[:12]}"
+    await _admin(postgres_dsn, f'CREATE DATABASE "{name}"')
+    broker = with_database(redis_url, "5")
+    yield Settings(
+        router_database_url=with_database(postgres_dsn, name),
+        router_redis_url=broker,
+        registry_poll=0.1,
+        rebalance_concurrency=3,
+        rebalance_batch_size=3,
+    )
+    await _admin(postgres_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    client = redis.asyncio.Redis.from_url(broker)
+    await client.flushdb()
+    await client.aclose()
+
+
+@pytest.fixture
+async def registry(router_settings: Settings) -> AsyncIterator[Registry]:
+    reg = await Registry.connect(router_settings.router_database_url)
+    yield reg
+    await reg.close()
+
+
+async def register(registry: Registry, shard: Shard, state: str = "active") -> None:
+    await registry.add_shard(
+        shard.name, shard.ingest_url, shard.index_url, shard.retrieve_url, state
+    )
+
+
+async def store_studies(
+    http: httpx.AsyncClient, where: dict[str, Shard], placement: list[str], n: int
+) -> None:
+    """``n`` studies (1-5 instances, one or two series) STOWed to their hashed shard."""
+    for i in range(n):
+        study = generate_uid()
+        series = [generate_uid() for _ in range(1 + i % 2)]
+        files = [
+            make_instance(
+                study=study,
+                series=series[k % len(series)],
+                instance_number=k + 1,
+                patient_id=f"P{i % 4}",
+                size=16 + 8 * (k % 3),
+            )
+            for k in range(1 + i % 5)
+        ]
+        shard = where[place(study, placement)]
+        body, ctype = multipart(files)
+        r = await http.post(
+            shard.ingest_url + "/studies", content=body, headers={"Content-Type": ctype}
+        )
+        assert r.status_code == 200, r.text
+
+
+async def inventory(http: httpx.AsyncClient, shards: list[Shard]) -> Inventory:
+    """Every instance on every shard, hashed from the bytes WADO-RS returns; asserts that
+    no SOPInstanceUID is on two shards and that the bytes match the index's SHA-256."""
+    found: Inventory = {}
+    for shard in shards:
+        r = await http.get(shard.index_url + "/internal/studies", params={"limit": 10000})
+        assert r.status_code == 200, r.text
+        for _, study, _ in r.json()["studies"]:
+            listed = (
+                await http.get(f"{shard.index_url}/internal/studies/{study}/instances")
+            ).json()
+            r = await http.get(f"{shard.retrieve_url}/studies/{study}", headers={"Accept": ANY_TS})
+            assert r.status_code == 200, (shard.name, study, r.text)
+            got = {
+                h["content-location"].rsplit("/", 1)[1]: hashlib.sha256(data).hexdigest()
+                for h, data in split_multipart(r.content, r.headers["content-type"])
+            }
+            assert got == {i["sop"]: i["sha256"] for i in listed["instances"]}
+            for sop, sha in got.items():
+                assert sop not in found, f"{sop} on {found[sop][0]} and {shard.name}"
+                found[sop] = (shard.name, study, sha)
+    return found
+
+
+async def owners(registry: Registry) -> ShardMap:
+    return ShardMap.from_rows(await registry.shards(), await registry.overrides())
+
+
+def same_instances(before: Inventory, after: Inventory) -> None:
+    assert len(after) == len(before)
+    assert {s: (st, h) for s, (_, st, h) in after.items()} == {
+        s: (st, h) for s, (_, st, h) in before.items()
+    }
+
+
+async def test_add_shard_moves_its_studies(shards, registry, router_settings, http):
+    s1, s2 = shards["s1"], shards["s2"]
+    await register(registry, s1)
+    await store_studies(http, shards, ["s1"], 24)
+    before = await inventory(http, [s1, s2])
+    assert {shard for shard, _, _ in before.values()} == {"s1"}
+
+    job_id = await start_add(registry, "s2", s2.ingest_url, s2.index_url, s2.retrieve_url)
+    assert await JobRunner(router_settings, registry, http).run(job_id) == "done"
+
+    after = await inventory(http, [s1, s2])
+    same_instances(before, after)
+    smap = await owners(registry)
+    assert smap.placement == ("s1", "s2") and smap.next_placement is None
+    assert smap.overrides == {}  # every move released its pin
+    for sop, (shard, study, _) in after.items():
+        assert smap.owner(study) == shard, sop
+    moved = [s for s, (shard, _, _) in after.items() if shard == "s2"]
+    assert moved and len(moved) < len(after)
+    (row,) = await job_rows(registry, job_id)
+    p = progress(row)
+    assert p["state"] == "done" and p["error"] is None
+    assert p["moved"] == p["total"] == len(moved)
+    assert p["studies"]["done"] == p["studies"]["total"] == len({after[s][1] for s in moved})
+    assert p["bytes"] > 0 and p["rate"] > 0 and p["eta"] == 0.0
+    # the target answers QIDO-RS for a moved study with the right counts
+    study = after[moved[0]][1]
+    r = await http.get(s2.index_url + "/studies", params={"StudyInstanceUID": study})
+    n = sum(1 for _, st, _ in after.values() if st == study)
+    assert r.json()[0]["00201208"]["Value"] == [n]
+    assert (
+        await http.get(s1.index_url + "/studies", params={"StudyInstanceUID": study})
+    ).json() == []
+
+
+async def test_drain_empties_and_removes_the_shard(shards, registry, router_settings, http):
+    s1, s2 = shards["s1"], shards["s2"]
+    await register(registry, s1)
+    await register(registry, s2)
+    await store_studies(http, shards, ["s1", "s2"], 16)
+    before = await inventory(http, [s1, s2])
+    assert {shard for shard, _, _ in before.values()} == {"s1", "s2"}
+
+    job_id = await start_drain(registry, "s2")
+    assert await JobRunner(router_settings, registry, http).run(job_id) == "done"
+
+    after = await inventory(http, [s1, s2])
+    same_instances(before, after)
+    assert {shard for shard, _, _ in after.values()} == {"s1"}
+    assert (await registry.shard("s2")).state == "removed"  # type: ignore[union-attr]
+    smap = await owners(registry)
+    assert smap.placement == ("s1",) and "s2" not in smap.shards and smap.overrides == {}
+
+
+async def test_conflicting_object_on_target_keeps_the_study_on_its_source(
+    shards, registry, router_settings, http
+):
+    """A SOPInstanceUID the target already holds with other bytes: the study is not
+    moved (the job fails naming it), stays pinned to its source and readable there."""
+    s1, s2 = shards["s1"], shards["s2"]
+    await register(registry, s1)
+    study = next(u for u in (generate_uid() for _ in range(100)) if place(u, ["s1", "s2"]) == "s2")
+    sop = generate_uid()
+    for shard, name in ((s1, "Source^Bytes"), (s2, "Other^Bytes")):
+        body, ctype = multipart([make_instance(study=study, sop=sop, patient_name=name)])
+        r = await http.post(
+            shard.ingest_url + "/studies", content=body, headers={"Content-Type": ctype}
+        )
+        assert r.status_code == 200, r.text
+
+    job_id = await start_add(registry, "s2", s2.ingest_url, s2.index_url, s2.retrieve_url)
+    assert await JobRunner(router_settings, registry, http).run(job_id) == "failed"
+    (row,) = await job_rows(registry, job_id)
+    assert row["failed_studies"] == 1 and "other bytes" in row["error"]
+    smap = await owners(registry)
+    assert smap.owner(study) == "s1" and study not in smap.locked
+    r = await http.get(f"{s1.retrieve_url}/studies/{study}", headers={"Accept": ANY_TS})
+    assert r.status_code == 200 and b"Source^Bytes" in r.content
+
+
+async def test_worker_killed_mid_move_resumes(shards, registry, router_settings, http, tmp_path):
+    """The Celery worker (``python -m tessera.router.rebalance``) is SIGKILLed in the
+    middle of the job; a new worker resumes it: same count-and-hash result."""
+    s1, s2 = shards["s1"], shards["s2"]
+    await register(registry, s1)
+    await store_studies(http, shards, ["s1"], 30)
+    before = await inventory(http, [s1, s2])
+    settings = Settings(
+        **{**router_settings.__dict__, "rebalance_concurrency": 1, "registry_poll": 0.2}
+    )
+    job_id = await start_add(registry, "s2", s2.ingest_url, s2.index_url, s2.retrieve_url)
+
+    def worker() -> subprocess.Popen[bytes]:
+        with open(tmp_path / "worker.log", "ab") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "tessera.router.rebalance"],
+                env={**os.environ, **settings.env()},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                **child_kwargs(signal.SIGTERM),  # type: ignore[arg-type]
+            )
+
+    proc = worker()
+    enqueue(settings, job_id)
+    deadline = time.monotonic() + 90
+    while True:
+        (row,) = await job_rows(registry, job_id)
+        if row["done_studies"] >= 3:
+            break
+        assert proc.poll() is None, (tmp_path / "worker.log").read_text()
+        assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
+        await asyncio.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (row,) = await job_rows(registry, job_id)
+    assert row["state"] == "moving" and row["done_studies"] < row["total_studies"]
+
+    proc = worker()  # resumes the unfinished job when it is ready
+    try:
+        deadline = time.monotonic() + 120
+        while (row := (await job_rows(registry, job_id))[0])["state"] == "moving":
+            assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
+            await asyncio.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert row["state"] == "done", (row["error"], (tmp_path / "worker.log").read_text())
+    after = await inventory(http, [s1, s2])
+    same_instances(before, after)
+    smap = await owners(registry)
+    assert smap.overrides == {} and not smap.locked
+    for shard, study, _ in after.values():
+        assert smap.owner(study) == shard
+    assert row["moved_instances"] == sum(1 for shard, _, _ in after.values() if shard == "s2")
+
+
+# --- the admin API and the shardctl CLI ------------------------------------------------------
+
+
+@contextlib.contextmanager
+def admin_server(settings: Settings, queued: list[int]) -> Iterator[str]:
+    """The admin routes in a uvicorn server on a thread (its own loop and registry pool);
+    jobs are queued into ``queued`` instead of a broker. Yields the base URL."""
+    holder: dict[str, Registry] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        holder["registry"] = await Registry.connect(settings.router_database_url)
+        yield
+        await holder["registry"].close()
+
+    app = make_app(
+        admin_routes(lambda: holder["registry"], settings, lambda _, job: queued.append(job)),
+        lifespan=lifespan,
+    )
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive()
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+async def test_admin_api_and_cli(shards, registry, router_settings, http, capsys):
+    s1, s2 = shards["s1"], shards["s2"]
+    await register(registry, s1)
+    await store_studies(http, shards, ["s1"], 6)
+    queued: list[int] = []
+    with admin_server(router_settings, queued) as url:
+        async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=30) as api:
+            r = await api.post("/admin/shards", json={"name": "s2"})
+            assert r.status_code == 400 and "ingest_url" in r.text
+            dead = {"name": "s2", "ingest_url": "http://127.0.0.1:9", "index_url": s2.index_url}
+            r = await api.post("/admin/shards", json={**dead, "retrieve_url": s2.retrieve_url})
+            assert r.status_code == 400 and "does not answer" in r.text
+            assert await registry.shard("s2") is None  # nothing registered
+            body = {
+                "name": "s2",
+                "ingest_url": s2.ingest_url,
+                "index_url": s2.index_url,
+                "retrieve_url": s2.retrieve_url,
+            }
+            r = await api.post("/admin/shards", json=body)
+            assert r.status_code == 202, r.text
+            job = r.json()
+            assert r.headers["location"] == f"/admin/rebalance/{job['id']}"
+            assert job["state"] == "pending" and queued == [job["id"]]
+            assert (await api.post("/admin/shards", json=body)).status_code == 409
+            assert (await api.post("/admin/shards/s1/drain")).status_code == 409  # one at a time
+            assert (await api.get("/admin/rebalance/999")).status_code == 404
+            shard_rows = (await api.get("/admin/shards")).json()
+            assert [(s["name"], s["state"]) for s in shard_rows] == [
+                ("s1", "active"),
+                ("s2", "joining"),
+            ]
+
+            runner = asyncio.create_task(JobRunner(router_settings, registry, http).run(job["id"]))
+            code = await asyncio.to_thread(
+                shardctl.main, ["--router", url, "status", str(job["id"]), "--follow"]
+            )
+            assert code == 0 and await runner == "done"
+            lines = capsys.readouterr().err.strip().splitlines()  # not a TTY: plain lines
+            assert lines[-1].startswith(f"job {job['id']} add s2: done")
+            done = (await api.get(f"/admin/rebalance/{job['id']}")).json()
+            assert done["moved"] == done["total"] > 0 and done["eta"] == 0.0
+            assert f"{done['total']}/{done['total']} instances" in lines[-1]
+
+            r = await api.post("/admin/shards/s2/drain")
+            assert r.status_code == 202, r.text
+            drain = r.json()
+            assert await JobRunner(router_settings, registry, http).run(drain["id"]) == "done"
+            assert await asyncio.to_thread(shardctl.main, ["--router", url, "status"]) == 0
+            out = capsys.readouterr().out.splitlines()
+            assert out[0].startswith(f"job {drain['id']} drain s2: done")
+            assert (await api.post("/admin/shards/s1/drain")).status_code == 409  # the last one
