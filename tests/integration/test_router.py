@@ -10,17 +10,15 @@ held a body.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import random
-import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 import httpx
 import pytest
-import uvicorn
+from prometheus_client import REGISTRY
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
@@ -28,6 +26,7 @@ from starlette.routing import Route
 
 from tessera.router.app import create_app
 from tessera.shared.settings import Settings
+from tests.integration.serving import closed_port_url, serving
 
 PREFIX = "/dicom-web"
 ORIGIN = "https://viewer.example.org"
@@ -37,45 +36,6 @@ STEP = 10.0  # seconds any one wait may take before the test fails instead of ha
 STUDY = "1.2.826.0.1.3680043.8.498.1"
 SERIES = "1.2.826.0.1.3680043.8.498.2"
 INSTANCE = "1.2.826.0.1.3680043.8.498.3"
-
-
-# --- in-process servers -------------------------------------------------------------------
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its signal handlers (several run in the test's event loop)."""
-
-    def capture_signals(self) -> contextlib.AbstractContextManager[None]:  # type: ignore[override]
-        return contextlib.nullcontext()
-
-
-@contextlib.asynccontextmanager
-async def serving(app: Starlette) -> AsyncIterator[str]:
-    """Serve ``app`` on a free 127.0.0.1 port; its base URL while the block runs."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = _Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        async with asyncio.timeout(STEP):
-            while not server.started:
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
-
-
-def closed_port_url() -> str:
-    """A loopback URL nothing listens on."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 # --- stand-in shard services -------------------------------------------------------------
@@ -207,6 +167,7 @@ class Cluster:
     ingest: StandIn
     index: StandIn
     retrieve: StandIn
+    urls: dict[str, str] = field(default_factory=dict)
 
     def client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.router + PREFIX, timeout=STEP)
@@ -235,7 +196,8 @@ async def running() -> AsyncIterator[Cluster]:
             cors_origins=(ORIGIN,),
         )
         async with serving(create_app(settings)) as router_url:
-            yield Cluster(router_url, ingest, index, retrieve)
+            urls = {"ingest": ingest_url, "index": index_url, "retrieve": retrieve_url}
+            yield Cluster(router_url, ingest, index, retrieve, urls)
 
 
 @pytest.fixture
@@ -447,6 +409,48 @@ async def test_response_status_and_headers_come_back(cluster: Cluster) -> None:
     assert "keep-alive" not in r.headers  # hop-by-hop
     assert len(r.headers.get_list("date")) == 1
     assert len(r.headers.get_list("server")) == 1
+
+
+async def test_the_router_adds_no_request_headers_of_its_own(cluster: Cluster) -> None:
+    # no User-Agent, Accept, Accept-Encoding (the shard would compress for a client that
+    # never asked) or Content-Type of the router's HTTP client
+    async with cluster.client() as client:
+        for name in ("user-agent", "accept", "accept-encoding"):
+            del client.headers[name]
+        await client.post(f"/studies/{STUDY}", content=b"\0" * 16)
+        await client.get(f"/studies/{STUDY}/metadata")
+    for seen in (*cluster.ingest.seen, *cluster.retrieve.seen):
+        names = {name for name, _ in seen.headers}
+        assert not names & {"user-agent", "accept", "accept-encoding", "content-type", "cookie"}
+
+
+async def test_head_is_answered_with_the_shards_headers_and_no_body(cluster: Cluster) -> None:
+    cluster.retrieve.release.set()  # the stand-in writes its whole body; no one reads it
+    async with cluster.client() as client:
+        small = await client.head(f"/studies/{STUDY}/metadata")
+        big = await client.head(f"/studies/{STUDY}/series/{SERIES}/big")
+        after = await client.get(f"/studies/{STUDY}/metadata")  # the pool is still good
+    assert small.status_code == 200 and small.content == b""
+    assert small.headers["etag"] == '"v1"'
+    assert big.status_code == 200 and big.content == b""
+    assert big.headers["content-type"] == "application/octet-stream"
+    assert [s.method for s in cluster.retrieve.seen] == ["HEAD", "HEAD", "GET"]
+    assert after.json()["service"] == "retrieve"
+
+
+async def test_shard_latency_is_observed_by_service_and_status(cluster: Cluster) -> None:
+    name = "tessera_router_upstream_duration_seconds_count"
+
+    def count(service: str, status: str) -> float:
+        labels = {"upstream": cluster.urls[service], "status": status}
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = count("retrieve", "206"), count("index", "200")
+    async with cluster.client() as client:
+        await client.get(f"/studies/{STUDY}/metadata", params={"status": "206"})
+        await client.get(f"/studies/{STUDY}/series/{SERIES}/metadata", params={"status": "206"})
+        await client.get("/studies")
+    assert (count("retrieve", "206"), count("index", "200")) == (before[0] + 2, before[1] + 1)
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,7 @@ from tests.integration.retrieve_corpus import (
     Stored,
     store_files,
 )
+from tests.integration.serving import serving
 
 pytestmark = IGNORE_SETEX
 
@@ -182,10 +183,14 @@ async def test_pdf_and_request_errors(retrieve):
 async def test_through_the_router(retrieve):
     app, _ = retrieve
     (ct,) = await store_files(app, [CT])
-    router = create_router(Settings(), transport=httpx.ASGITransport(app=app))
-    async with router.router.lifespan_context(router):
-        transport = httpx.ASGITransport(app=router)
-        async with httpx.AsyncClient(transport=transport, base_url="http://router") as client:
+    async with serving(app, lifespan="off") as retrieve_url:  # the router connects over TCP
+        router = create_router(Settings(retrieve_url=retrieve_url))
+        async with (
+            router.router.lifespan_context(router),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=router), base_url="http://router"
+            ) as client,
+        ):
             r = await client.get(
                 "/dicom-web/wado", params=wado(ct, contentType="application/dicom")
             )

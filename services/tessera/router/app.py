@@ -262,7 +262,9 @@ def create_app(
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> Starlette:
     """The router app; ``shards`` defaults to the registry at ``router_database_url``,
-    or without one to the one shard of ``settings``."""
+    or without one to the one shard of ``settings``. ``transport`` (tests) carries the
+    QIDO-RS fan-out's and STOW-RS split's httpx requests; the pass-through proxy always
+    connects to the shard services' URLs."""
     router = Router(settings, shards, transport)
     routes = [*router.routes(), *viewer.routes(settings)]
     if settings.router_database_url and shards is None:
