@@ -19,6 +19,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tessera.shared.errors import ServiceUnavailable, TesseraError
 from tessera.shared.metrics import MetricsMiddleware, Scrape, metrics_route
@@ -56,6 +57,40 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return PlainTextResponse("internal error\n", status_code=500)
 
 
+class UnexpectedErrors:
+    """Turns an exception that escaped every handler into the 500 of :func:`_unexpected`
+    *inside* the user middleware, so that CORS and metrics see and decorate it.
+
+    Starlette hands an ``Exception`` handler to its outermost ServerErrorMiddleware, where
+    no middleware added with ``add_middleware`` (CORS) wraps the answer: a browser then
+    reports a CORS failure instead of the 500 and its reason. Once the response has
+    started, nothing can be changed: the error propagates and the connection is closed.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if started:
+                raise
+            response = await _unexpected(Request(scope), exc)
+            await response(scope, receive, send)
+
+
 ReadyCheck = Callable[[], Awaitable[dict[str, str]]]
 
 
@@ -89,7 +124,7 @@ def make_app(
     return Starlette(
         routes=[*health_routes(ready), metrics_route(scrape), *routes],
         lifespan=lifespan,
-        middleware=[Middleware(MetricsMiddleware)],
+        middleware=[Middleware(MetricsMiddleware), Middleware(UnexpectedErrors)],
         exception_handlers={TesseraError: _tessera_error, Exception: _unexpected},
     )
 

@@ -1,0 +1,62 @@
+"""An unexpected error still answers 500 with its reason and passes through the user
+middleware (CORS, metrics), so a browser sees the 500 rather than a CORS failure."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from prometheus_client import REGISTRY
+from starlette.applications import Starlette
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from tessera.shared.http import make_app
+
+
+async def boom(request: Request) -> Response:
+    raise RuntimeError("a bug")
+
+
+async def late_boom(request: Request) -> Response:
+    async def body() -> AsyncIterator[bytes]:
+        yield b"first part"
+        raise RuntimeError("a bug after the status was sent")
+
+    return StreamingResponse(body())
+
+
+def app() -> Starlette:
+    a = make_app([Route("/http-errors/boom", boom), Route("/http-errors/late", late_boom)])
+    a.add_middleware(CORSMiddleware, allow_origins=["*"])
+    return a
+
+
+def client(raise_errors: bool = False) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app(), raise_app_exceptions=raise_errors)
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
+async def test_unexpected_error_is_500_with_cors_headers() -> None:
+    async with client() as c:
+        r = await c.get("/http-errors/boom", headers={"Origin": "https://viewer.example"})
+    assert r.status_code == 500
+    assert r.text == "internal error\n"
+    assert r.headers["access-control-allow-origin"] == "*"
+
+
+async def test_unexpected_error_is_counted_as_500() -> None:
+    labels = {"method": "GET", "route": "/http-errors/boom", "status": "500"}
+    before = REGISTRY.get_sample_value("tessera_http_requests_total", labels) or 0.0
+    async with client() as c:
+        await c.get("/http-errors/boom")
+    assert REGISTRY.get_sample_value("tessera_http_requests_total", labels) == before + 1
+
+
+async def test_error_after_the_response_started_is_not_hidden() -> None:
+    async with client(raise_errors=True) as c:
+        with pytest.raises(RuntimeError, match="after the status"):
+            await c.get("/http-errors/late")
