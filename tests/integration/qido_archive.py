@@ -133,19 +133,26 @@ def make_instance(
         ]
     if study == ST2 and number in ACQUISITION:
         ds.AcquisitionDateTime = ACQUISITION[number]
+    return indexed(ds, size=100, rows=4, columns=4)
+
+
+def indexed(ds: Dataset, size: int = 1, **more: Any) -> IndexInstance:
+    """What ingest would send the index for ``ds`` (its UIDs and attributes as DICOM JSON,
+    Explicit VR Little Endian), with no object behind it: the SHA-256 and content key are
+    made from the SOPInstanceUID, ``size`` is what the test says."""
+    sop = str(ds.SOPInstanceUID)
     sha = hashlib.sha256(sop.encode()).hexdigest()
     return IndexInstance(
-        study_instance_uid=study,
-        series_instance_uid=series,
+        study_instance_uid=str(ds.StudyInstanceUID),
+        series_instance_uid=str(ds.SeriesInstanceUID),
         sop_instance_uid=sop,
-        sop_class_uid=MR,
+        sop_class_uid=str(ds.SOPClassUID),
         transfer_syntax_uid="1.2.840.10008.1.2.1",
         storage_key=f"instances/{sha}.dcm",
-        size=100,
+        size=size,
         sha256=sha,
         metadata=ds.to_json_dict(),
-        rows=4,
-        columns=4,
+        **more,
     )
 
 

@@ -8,21 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import io
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from pydicom import dcmread
-from starlette.applications import Starlette
 
 from tessera.index.writer import index_instances
-from tessera.retrieve.app import create_app
 from tessera.retrieve.context import Context
 from tessera.shared.dicomjson import quiet_pydicom
-from tessera.shared.settings import Settings
-from tessera.shared.storage import ObjectStore
+from tests.integration import retrieve_setup
 from tests.integration.retrieve_corpus import (
     FLAIR,
     FRAGMENTS,
@@ -33,58 +27,13 @@ from tests.integration.retrieve_corpus import (
     parts,
     store_files,
 )
+from tests.integration.retrieve_setup import counting
 
 ANY_TS = "multipart/related; type=application/octet-stream; transfer-syntax=*"
 
 
-@pytest.fixture
-async def app(database: str, tmp_path: Path) -> AsyncIterator[Starlette]:
-    settings = Settings(
-        database_url=database,
-        storage_url=f"file://{tmp_path / 'objects'}",
-        redis_url="redis://127.0.0.1:9/0",  # nothing listens: nothing here transcodes
-    )
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        yield app
-
-
-@pytest.fixture
-async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-        yield c
-
-
-class CountingStore:
-    """The real store, counting what is read from it."""
-
-    def __init__(self, inner: ObjectStore) -> None:
-        self.inner = inner
-        self.reads: list[tuple[str, int, int | None]] = []
-        self.bytes_read = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    async def get_bytes(self, key: str, start: int = 0, length: int | None = None) -> bytes:
-        self.reads.append((key, start, length))
-        data = await self.inner.get_bytes(key, start, length)
-        self.bytes_read += len(data)
-        return data
-
-    async def stream(self, key: str, start: int = 0, length: int | None = None, **kw: Any):
-        self.reads.append((key, start, length))
-        async for chunk in self.inner.stream(key, start, length, **kw):
-            self.bytes_read += len(chunk)
-            yield chunk
-
-
-def counting(app: Starlette) -> CountingStore:
-    ctx: Context = app.state.retrieve
-    store = CountingStore(ctx.store)
-    app.state.retrieve = dataclasses.replace(ctx, store=store)
-    return store
+# the retrieve app on a local object folder (see retrieve_setup)
+settings, app, client = retrieve_setup.settings, retrieve_setup.app, retrieve_setup.client
 
 
 def pixel_value(s: Stored) -> bytes:

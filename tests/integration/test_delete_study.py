@@ -10,7 +10,6 @@ from dataclasses import replace
 import asyncpg
 import httpx
 import pytest
-from starlette.applications import Starlette
 
 from tessera.index.app import create_app
 from tessera.index.delete import study_digest
@@ -23,6 +22,7 @@ from tessera.shared.storage import (
     rendered_key,
 )
 from tests.integration.retrieve_corpus import EPI, FLAIR, OVERLAY, describe
+from tests.integration.retrieve_setup import asgi_client, running
 
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
 
@@ -33,16 +33,9 @@ def settings(database: str, s3_bucket: str, s3_settings: dict[str, str]) -> Sett
 
 
 @pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[Starlette]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        yield app
-
-
-@pytest.fixture
-async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://index") as c:
+async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The index app, started, and a client calling it in process."""
+    async with running(create_app(settings)) as app, asgi_client(app, "http://index") as c:
         yield c
 
 

@@ -9,11 +9,9 @@ multi-frame object is one ranged read of just that frame.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
@@ -25,7 +23,7 @@ from tessera.shared.dicomfile import parse_instance
 from tessera.shared.errors import InvalidInstance
 from tessera.shared.frameindex import frame_range
 from tessera.shared.settings import Settings
-from tessera.shared.storage import ObjectStore, open_store
+from tessera.shared.storage import open_store
 from tessera.transcode import cache as transcode_cache
 from tests.integration.frames_setup import (
     IGNORE_SETEX,
@@ -41,6 +39,7 @@ from tests.integration.frames_setup import (
     transfer_syntax_of,
 )
 from tests.integration.retrieve_corpus import CORPUS, EVRLE, JPEG, PDF, parts, store_files
+from tests.integration.retrieve_setup import CountingStore, counting
 
 pytestmark = IGNORE_SETEX
 Client = httpx.AsyncClient
@@ -201,36 +200,11 @@ async def test_frame_numbers(retrieve):
     assert r.status_code == 404
 
 
-class CountingStore:
-    """The real store, counting what is read from it."""
-
-    def __init__(self, inner: ObjectStore) -> None:
-        self.inner = inner
-        self.reads: list[tuple[str, int, int | None]] = []
-        self.bytes_read = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    async def get_bytes(self, key: str, start: int = 0, length: int | None = None) -> bytes:
-        self.reads.append((key, start, length))
-        data = await self.inner.get_bytes(key, start, length)
-        self.bytes_read += len(data)
-        return data
-
-    async def stream(self, key: str, start: int = 0, length: int | None = None, **kw: Any):
-        self.reads.append((key, start, length))
-        async for chunk in self.inner.stream(key, start, length, **kw):
-            self.bytes_read += len(chunk)
-            yield chunk
-
-
 @pytest.mark.parametrize(("path", "frame"), [(CINE, 20), (LENA, 2), (SEG, 50), (WINDOWS, 3)])
 async def test_a_frame_is_one_ranged_read_of_that_frame(retrieve, path, frame):
     app, client = retrieve
     (stored,) = await store_files(app, [path])
-    counting = CountingStore(app.state.retrieve.store)
-    app.state.retrieve = dataclasses.replace(app.state.retrieve, store=counting)
+    store = counting(app)
     _, body = await get_frame(client, f"{stored.url}/frames/{frame}", OHIF)
     ds = read(path)
     if ds.file_meta.TransferSyntaxUID.is_encapsulated:
@@ -238,10 +212,10 @@ async def test_a_frame_is_one_ranged_read_of_that_frame(retrieve, path, frame):
         assert body == expected[frame - 1]
     else:
         assert body == stored_slice(ds, frame)
-    ((key, start, length),) = counting.reads  # one read, of a range: the frame's
+    ((key, start, length),) = store.reads  # one read, of a range: the frame's
     assert key.endswith(".dcm") and start > 0 and length is not None
     assert len(body) <= length <= len(body) + 8 * 68  # with item headers for LENA's 68
-    assert counting.bytes_read == length < len(stored.data) / 2
+    assert store.bytes_read == length < len(stored.data) / 2
 
 
 @pytest.mark.parametrize(("path", "frame"), [(CORPUS / "Issue164.dcm", 1), (LENA, 2)])

@@ -7,7 +7,6 @@ maximum adds the 8.3.4.4.1 Warning with the number of results left.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import AsyncIterator
 
@@ -16,7 +15,7 @@ import pytest
 from pydicom.dataset import Dataset
 
 from tessera.shared.messages import IndexInstance
-from tests.integration.qido_archive import MR, index, search, serve, value
+from tests.integration.qido_archive import MR, index, indexed, search, serve, value
 
 ROOT = "1.2.826.0.9.5"
 SAME = 30  # studies on 2024-01-01 at 12:00
@@ -33,22 +32,11 @@ def _instance(study: int, date: str, time: str, series: int, number: int) -> Ind
     ds.SOPClassUID, ds.Modality = MR, "MR"
     ds.StudyInstanceUID = study_uid = f"{ROOT}.{study}"
     ds.SeriesInstanceUID = series_uid = f"{study_uid}.{series}"
-    ds.SOPInstanceUID = sop = f"{series_uid}.{number}"
+    ds.SOPInstanceUID = f"{series_uid}.{number}"
     ds.StudyDate, ds.StudyTime = date, time
     ds.PatientName, ds.PatientID = f"Same^Day{study % 3}", f"P{study % 3}"
     ds.SeriesNumber, ds.InstanceNumber = 1, 1  # every one alike: the UIDs decide
-    sha = hashlib.sha256(sop.encode()).hexdigest()
-    return IndexInstance(
-        study_instance_uid=study_uid,
-        series_instance_uid=series_uid,
-        sop_instance_uid=sop,
-        sop_class_uid=MR,
-        transfer_syntax_uid="1.2.840.10008.1.2.1",
-        storage_key=f"instances/{sha}.dcm",
-        size=1,
-        sha256=sha,
-        metadata=ds.to_json_dict(),
-    )
+    return indexed(ds)
 
 
 @pytest.fixture

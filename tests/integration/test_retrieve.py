@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
-import httpx
 import pytest
 from pydicom import dcmread
 from starlette.applications import Starlette
 
-from tessera.retrieve.app import create_app
 from tessera.retrieve.context import Context
 from tessera.shared.dicomjson import quiet_pydicom
-from tessera.shared.settings import Settings
 from tessera.shared.storage import LocalStore
+from tests.integration import retrieve_setup
 from tests.integration.retrieve_corpus import (
     EPI,
     EVRLE,
@@ -42,27 +39,8 @@ from tests.integration.retrieve_corpus import (
 ANY_TS = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 
 
-@pytest.fixture
-def settings(database: str, tmp_path: Path) -> Settings:
-    return Settings(
-        database_url=database,
-        storage_url=f"file://{tmp_path / 'objects'}",
-        redis_url="redis://127.0.0.1:9/0",  # nothing listens: these tests never transcode
-    )
-
-
-@pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[Starlette]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        yield app
-
-
-@pytest.fixture
-async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-        yield c
+# the retrieve app on a local object folder (see retrieve_setup)
+settings, app, client = retrieve_setup.settings, retrieve_setup.app, retrieve_setup.client
 
 
 @pytest.fixture

@@ -7,38 +7,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import httpx
 import pytest
 from starlette.applications import Starlette
 
 from tessera.retrieve import streaming
-from tessera.retrieve.app import create_app
 from tessera.retrieve.context import Context
-from tessera.shared.settings import Settings
 from tessera.shared.storage import instance_key
+from tests.integration import retrieve_setup
 from tests.integration.retrieve_corpus import EPI, FLAIR, Stored, by_number, parts, store_files
 
-
-@pytest.fixture
-async def app(database: str, tmp_path: Path) -> AsyncIterator[Starlette]:
-    settings = Settings(
-        database_url=database,
-        storage_url=f"file://{tmp_path / 'objects'}",
-        redis_url="redis://127.0.0.1:9/0",  # nothing listens: nothing here transcodes
-    )
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        yield app
-
-
-@pytest.fixture
-async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-        yield c
+# the retrieve app on a local object folder (see retrieve_setup)
+settings, app, client = retrieve_setup.settings, retrieve_setup.app, retrieve_setup.client
 
 
 async def lose(app: Starlette, stored: Stored) -> None:

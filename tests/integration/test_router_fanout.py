@@ -9,7 +9,6 @@ shard that hangs or cannot be reached is left out with a Warning; none answering
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -26,7 +25,7 @@ from tessera.router.shards import Shard, ShardMap
 from tessera.shared.messages import IndexInstance
 from tessera.shared.settings import Settings
 from tests.conftest import with_database
-from tests.integration.qido_archive import MR, index
+from tests.integration.qido_archive import MR, index, indexed
 
 MAX = 5
 NAMES = ("a", "b", "c")
@@ -38,22 +37,11 @@ def _instance(n: int, k: int) -> IndexInstance:
     ds = Dataset()
     ds.SOPClassUID, ds.Modality = MR, "MR"
     ds.StudyInstanceUID, ds.SeriesInstanceUID = study, f"{study}.{k}"
-    ds.SOPInstanceUID = sop = f"{study}.{k}.1"
+    ds.SOPInstanceUID = f"{study}.{k}.1"
     ds.StudyDate, ds.StudyTime = ["20240101", "20240102", ""][n % 3], ["", "0900"][n % 2]
     ds.PatientName, ds.PatientID = f"Fan^Out{n % 2}", f"FAN{n % 2}"
     ds.SeriesNumber, ds.InstanceNumber = k, 1
-    sha = hashlib.sha256(sop.encode()).hexdigest()
-    return IndexInstance(
-        study_instance_uid=study,
-        series_instance_uid=ds.SeriesInstanceUID,
-        sop_instance_uid=sop,
-        sop_class_uid=MR,
-        transfer_syntax_uid="1.2.840.10008.1.2.1",
-        storage_key=f"instances/{sha}.dcm",
-        size=1,
-        sha256=sha,
-        metadata=ds.to_json_dict(),
-    )
+    return indexed(ds)
 
 
 INSTANCES = [_instance(n, k) for n in range(23) for k in (1, 2)]

@@ -4,7 +4,6 @@ COLLATE "C", descending), for the plain study list and for StudyDate(+StudyTime)
 
 from __future__ import annotations
 
-import hashlib
 import random
 
 import asyncpg
@@ -15,7 +14,7 @@ from tessera.router.qido_fanout import order_key
 from tessera.shared.messages import IndexInstance
 from tessera.shared.qido.params import Level, parse_query
 from tessera.shared.qido.sql import page_of, search_sql
-from tests.integration.qido_archive import MR, index, search, serve
+from tests.integration.qido_archive import MR, index, indexed, search, serve
 
 
 @pytest.mark.parametrize(
@@ -51,18 +50,7 @@ def _instance(
     ds.StudyDate, ds.StudyTime = date, time
     ds.PatientName, ds.PatientID = "Order^Test", "ORD"
     ds.SeriesNumber, ds.InstanceNumber = series_number, number
-    sha = hashlib.sha256(sop.encode()).hexdigest()
-    return IndexInstance(
-        study_instance_uid=study,
-        series_instance_uid=ds.SeriesInstanceUID,
-        sop_instance_uid=sop,
-        sop_class_uid=MR,
-        transfer_syntax_uid="1.2.840.10008.1.2.1",
-        storage_key=f"instances/{sha}.dcm",
-        size=1,
-        sha256=sha,
-        metadata=ds.to_json_dict(),
-    )
+    return indexed(ds)
 
 
 # Dates and times as written (empty, TM with and without seconds and fractions), UIDs

@@ -8,25 +8,20 @@ open short-lived connections of their own instead of borrowing the worker's pool
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import partial
 
 import asyncpg
-import redis.asyncio as aioredis
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from tessera.shared.health_server import HealthServer
+from tessera.shared.health_server import CHECK_TIMEOUT, HealthServer, probe_redis
 from tessera.shared.queue import GROUP, jobs_stream
 from tessera.shared.settings import Settings
 
-CHECK_TIMEOUT = 5.0  # seconds; a probe gives up before the kubelet's own timeout
-
 
 async def ready(settings: Settings) -> dict[str, str]:
-    client = aioredis.from_url(settings.redis_url, socket_timeout=CHECK_TIMEOUT)
-    try:
+    async with probe_redis(settings.redis_url) as client:
         await client.ping()
-    finally:
-        await client.aclose()
     conn = await asyncpg.connect(settings.database_url, timeout=CHECK_TIMEOUT)
     try:
         await conn.fetchval("SELECT 1")
@@ -40,15 +35,12 @@ async def queue_families(settings: Settings) -> Iterable[Metric]:
     worker deletes a job once acknowledged); ``tessera_index_queue_pending``: jobs
     delivered to a worker and not acknowledged yet."""
     stream = jobs_stream(settings.shard)
-    client = aioredis.from_url(settings.redis_url, socket_timeout=CHECK_TIMEOUT)
-    try:
+    async with probe_redis(settings.redis_url) as client:
         depth = int(await client.xlen(stream))
         pending = 0
         if depth:
             summary = await client.xpending(stream, GROUP)
             pending = int(summary["pending"])
-    finally:
-        await client.aclose()
     families = []
     for name, help_, value in (
         ("tessera_index_queue_depth", "Index jobs in the shard's stream", depth),
@@ -62,11 +54,9 @@ async def queue_families(settings: Settings) -> Iterable[Metric]:
 
 def health_server(settings: Settings) -> HealthServer:
     """Bound now (a busy port fails the start); call ``start()`` to serve."""
-
-    async def check() -> dict[str, str]:
-        return await ready(settings)
-
-    async def scrape() -> Iterable[Metric]:
-        return await queue_families(settings)
-
-    return HealthServer(settings.host, settings.index_worker_port, check, scrape)
+    return HealthServer(
+        settings.host,
+        settings.index_worker_port,
+        partial(ready, settings),
+        partial(queue_families, settings),
+    )

@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 
-from tessera.shared.levels import Layout, instance_attrs, text
+from tessera.shared.levels import Layout, instance_attrs, instance_number_int, text
 from tessera.shared.messages import IndexInstance, InstanceOutcome
 
 log = logging.getLogger(__name__)
@@ -275,7 +275,7 @@ def _instance_values(inst: IndexInstance, md: dict) -> tuple[Any, ...]:
     return (
         inst.sop_class_uid,
         text(md, "00200013"),
-        _int_or_none(text(md, "00200013")),
+        instance_number_int(text(md, "00200013")),
         inst.transfer_syntax_uid,
         inst.rows,
         inst.columns,
@@ -287,14 +287,6 @@ def _instance_values(inst: IndexInstance, md: dict) -> tuple[Any, ...]:
         _dumps(inst.metadata),
         _dumps(instance_attrs(md)),
     )
-
-
-def _int_or_none(value: str) -> int | None:
-    try:
-        n = int(value.strip())
-    except ValueError:
-        return None
-    return n if -(2**31) <= n < 2**31 else None
 
 
 def _dumps(doc: dict) -> str:

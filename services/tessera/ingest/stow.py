@@ -28,14 +28,9 @@ from starlette.responses import Response
 
 from tessera.shared import metrics
 from tessera.shared.dicomfile import ParsedInstance, parse_instance
-from tessera.shared.errors import (
-    InvalidInstance,
-    MultipartError,
-    NotAcceptable,
-    UnsupportedMediaType,
-)
+from tessera.shared.errors import InvalidInstance, MultipartError, NotAcceptable
 from tessera.shared.http import DicomJSONResponse, public_base_url
-from tessera.shared.mediatypes import parse_accept, parse_media_type
+from tessera.shared.mediatypes import parse_accept
 from tessera.shared.messages import IndexInstance, IndexJob, InstanceOutcome
 from tessera.shared.multipart import Part, read_parts
 from tessera.shared.queue import IndexQueue, reply_key
@@ -43,10 +38,15 @@ from tessera.shared.refs import check_uid
 from tessera.shared.settings import Settings
 from tessera.shared.status import FailureReason, WarningReason
 from tessera.shared.storage import ObjectStore, instance_key
+from tessera.shared.stow import (
+    DICOM,
+    check_content_type,
+    damaged_body_warning,
+    failed_item,
+    response_status,
+)
 
 log = logging.getLogger(__name__)
-
-DICOM = "application/dicom"
 
 
 @dataclass
@@ -80,7 +80,7 @@ class StoreInstances:
             check_uid(study_uid, "StudyInstanceUID")
         _check_accept(request.headers.get("accept"))
         content_type = request.headers.get("content-type", "")
-        _check_content_type(content_type)
+        check_content_type(content_type)
 
         reply_to = reply_key(self.settings.shard, uuid.uuid4().hex)
         sent: dict[str, _Stored] = {}
@@ -231,27 +231,25 @@ class StoreInstances:
             else {"vr": "UR"}
         }
         if failed:
-            body["00081198"] = {"vr": "SQ", "Value": [_failed_item(f) for f in failed]}
+            body["00081198"] = {
+                "vr": "SQ",
+                "Value": [
+                    failed_item(f.sop_class_uid, f.sop_instance_uid, f.reason, f.message)
+                    for f in failed
+                ],
+            }
         if referenced:
             for r in referenced:
                 del r["_study"]
             body["00081199"] = {"vr": "SQ", "Value": referenced}
 
-        warned = any("00081196" in r for r in referenced)
-        if not referenced:
-            status = 409
-        elif failed or warned or body_error:
-            status = 202
-        else:
-            status = 200
+        status = response_status(referenced, bool(failed), body_error)
         for f in failed:
             metrics.count_stow_failure(f.reason)
             log.info("STOW failure %04X for %s: %s", f.reason, f.sop_instance_uid, f.message)
         headers = {}
         if body_error:
-            headers["Warning"] = (
-                f'299 tessera "multipart body damaged after some parts: {body_error}"'
-            )
+            headers["Warning"] = damaged_body_warning(body_error)
         return DicomJSONResponse(body, status_code=status, headers=headers)
 
 
@@ -274,36 +272,6 @@ def _referenced(inst: IndexInstance, url: str, warning: int | None) -> dict[str,
     if warning is not None:
         item["00081196"] = {"vr": "US", "Value": [int(warning)]}
     return item
-
-
-def _failed_item(f: _Failed) -> dict[str, Any]:
-    item: dict[str, Any] = {
-        "00081150": {"vr": "UI", "Value": [f.sop_class_uid]} if f.sop_class_uid else {"vr": "UI"},
-        "00081155": {"vr": "UI", "Value": [f.sop_instance_uid]}
-        if f.sop_instance_uid
-        else {"vr": "UI"},
-        "00081197": {"vr": "US", "Value": [int(f.reason)]},
-    }
-    # Error Comment (0000,0902): the reason in words, as other archives also send it
-    item["00000902"] = {"vr": "LO", "Value": [f.message[:64]]}
-    return item
-
-
-def _check_content_type(value: str) -> None:
-    """PS3.18 10.5.1.1: multipart/related with type application/dicom (the JSON/XML
-    metadata + bulk data forms of STOW are not supported yet → 415)."""
-    if not value:
-        raise UnsupportedMediaType("Content-Type is missing; send multipart/related")
-    mt = parse_media_type(value)
-    if mt.essence != "multipart/related":
-        raise UnsupportedMediaType(
-            f'{mt.essence} is not supported; send multipart/related; type="application/dicom"'
-        )
-    part_type = mt.params.get("type", DICOM).lower()
-    if part_type != DICOM:
-        raise UnsupportedMediaType(
-            f"multipart/related type {part_type} is not supported; only application/dicom"
-        )
 
 
 def _check_accept(header: str | None) -> None:

@@ -45,9 +45,8 @@ from starlette.responses import Response
 from tessera.router.proxy import RETRY_AFTER, upstream_headers
 from tessera.router.shards import Service, Shard, ShardMap
 from tessera.shared.dicomjson import quiet_pydicom
-from tessera.shared.errors import MultipartError, ServiceUnavailable, UnsupportedMediaType
+from tessera.shared.errors import MultipartError, ServiceUnavailable
 from tessera.shared.http import DicomJSONResponse
-from tessera.shared.mediatypes import parse_media_type
 from tessera.shared.multipart import (
     PartOut,
     multipart_content_type,
@@ -57,11 +56,17 @@ from tessera.shared.multipart import (
 )
 from tessera.shared.settings import Settings
 from tessera.shared.status import FailureReason
+from tessera.shared.stow import (
+    DICOM,
+    check_content_type,
+    damaged_body_warning,
+    failed_item,
+    response_status,
+)
 from tessera.shared.uids import is_valid_uid
 
 log = logging.getLogger(__name__)
 
-DICOM = "application/dicom"
 LOCKED_RETRY_AFTER = 2  # seconds: a study stays locked for a second or two
 _CHUNK = 1024 * 1024
 # request headers that describe the client's body, not ours
@@ -92,21 +97,6 @@ class Group:
     warnings: list[str] = field(default_factory=list)
     error: str = ""  # why the shard gave no answer for these parts
     refusal: Response | None = None  # the shard refused the whole request (4xx)
-
-
-def check_content_type(value: str) -> None:
-    """PS3.18 10.5.1.1, as the ingest checks it: multipart/related of application/dicom."""
-    if not value:
-        raise UnsupportedMediaType("Content-Type is missing; send multipart/related")
-    mt = parse_media_type(value)
-    if mt.essence != "multipart/related":
-        raise UnsupportedMediaType(
-            f'{mt.essence} is not supported; send multipart/related; type="application/dicom"'
-        )
-    if mt.params.get("type", DICOM).lower() != DICOM:
-        raise UnsupportedMediaType(
-            f"multipart/related type {mt.params['type']} is not supported; only application/dicom"
-        )
 
 
 def read_uids(fp: IO[bytes]) -> tuple[str | None, str | None, str | None]:
@@ -160,20 +150,6 @@ def _ordered(groups: Sequence[Group], tag: str) -> list[dict[str, Any]]:
     return [item for _, _, item in keyed]
 
 
-def _failed(part: SplitPart, why: str) -> dict[str, Any]:
-    """A FailedSOPSequence item as the ingest writes it (PS3.18 Table I.2-2)."""
-
-    def ui(value: str | None) -> dict[str, Any]:
-        return {"vr": "UI", "Value": [value]} if value else {"vr": "UI"}
-
-    return {
-        "00081150": ui(part.sop_class),
-        "00081155": ui(part.sop_instance),
-        "00081197": {"vr": "US", "Value": [int(FailureReason.PROCESSING_FAILURE)]},
-        "00000902": {"vr": "LO", "Value": [why[:64]]},
-    }
-
-
 def merge_responses(
     groups: Sequence[Group], study_path: str | None = None, body_error: str | None = None
 ) -> tuple[dict[str, Any], int, list[str]]:
@@ -181,7 +157,15 @@ def merge_responses(
     Warning headers to send."""
     for group in groups:
         if group.body is None:
-            items = [_failed(p, f"{group.error}; re-send") for p in group.parts]
+            items = [
+                failed_item(
+                    p.sop_class,
+                    p.sop_instance,
+                    FailureReason.PROCESSING_FAILURE,
+                    f"{group.error}; re-send",
+                )
+                for p in group.parts
+            ]
             group.body = {"00081198": {"vr": "SQ", "Value": items}}
     referenced = _ordered(groups, "00081199")
     failed = _ordered(groups, "00081198")
@@ -198,18 +182,12 @@ def merge_responses(
         body["00081198"] = {"vr": "SQ", "Value": failed}
     if referenced:
         body["00081199"] = {"vr": "SQ", "Value": referenced}
-    warned = any("00081196" in r for r in referenced)
-    if not referenced:
-        status = 409
-    elif failed or warned or body_error:
-        status = 202
-    else:
-        status = 200
+    status = response_status(referenced, bool(failed), body_error)
     warnings: list[str] = []
     for group in groups:
         warnings += [w for w in group.warnings if w not in warnings]
     if body_error:
-        warnings.append(f'299 tessera "multipart body damaged after some parts: {body_error}"')
+        warnings.append(damaged_body_warning(body_error))
     return body, status, warnings
 
 

@@ -15,19 +15,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from functools import partial
 from typing import Any
 
-import redis.asyncio as aioredis
 from celery import Celery, signals
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from tessera.shared import metrics
-from tessera.shared.health_server import HealthServer
+from tessera.shared.health_server import HealthServer, probe_redis
 from tessera.shared.settings import Settings
 from tessera.transcode.celery_app import QUEUE, settings_of
 
-CHECK_TIMEOUT = 5.0
 # kombu's Redis transport keeps a queue as one list per priority step: the queue's own
 # name for priority 0, then name + "\x06\x16" + step (kombu.transport.redis).
 PRIORITY_SEP = "\x06\x16"
@@ -39,24 +38,17 @@ def queue_keys(queue: str = QUEUE) -> list[str]:
 
 
 async def ready(settings: Settings) -> dict[str, str]:
-    client = aioredis.from_url(settings.redis_url, socket_timeout=CHECK_TIMEOUT)
-    try:
+    async with probe_redis(settings.redis_url) as client:
         await client.ping()
-    finally:
-        await client.aclose()
     return {"redis": "ok"}
 
 
 async def queue_families(settings: Settings) -> Iterable[Metric]:
     """``tessera_transcode_queue_depth``: tasks waiting in the broker, not yet taken."""
-    client = aioredis.from_url(settings.redis_url, socket_timeout=CHECK_TIMEOUT)
-    try:
-        async with client.pipeline(transaction=False) as p:
-            for key in queue_keys():
-                p.llen(key)
-            depth = sum(int(n) for n in await p.execute())
-    finally:
-        await client.aclose()
+    async with probe_redis(settings.redis_url) as client, client.pipeline(transaction=False) as p:
+        for key in queue_keys():
+            p.llen(key)
+        depth = sum(int(n) for n in await p.execute())
     family = GaugeMetricFamily(
         "tessera_transcode_queue_depth", "Transcode tasks waiting in the broker", labels=["shard"]
     )
@@ -86,13 +78,12 @@ def install(app: Celery) -> None:
     settings = settings_of(app)
 
     def start_server(**_: Any) -> None:
-        async def check() -> dict[str, str]:
-            return await ready(settings)
-
-        async def scrape() -> Iterable[Metric]:
-            return await queue_families(settings)
-
-        server = HealthServer(settings.host, settings.transcode_port, check, scrape)
+        server = HealthServer(
+            settings.host,
+            settings.transcode_port,
+            partial(ready, settings),
+            partial(queue_families, settings),
+        )
         _State.server = server.start()
 
     def in_child(**_: Any) -> None:

@@ -14,12 +14,28 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+import redis.asyncio as aioredis
 import uvicorn
 from starlette.applications import Starlette
 
 from tessera.shared.http import ReadyCheck, health_routes
 from tessera.shared.metrics import Scrape, metrics_route
+
+CHECK_TIMEOUT = 5.0  # seconds; a probe gives up before the kubelet's own timeout
+
+
+@asynccontextmanager
+async def probe_redis(url: str) -> AsyncIterator[aioredis.Redis]:
+    """A Redis client of its own for one check or scrape, in the health server's loop
+    (the worker's connections belong to the worker's loop), closed after it."""
+    client = aioredis.from_url(url, socket_timeout=CHECK_TIMEOUT)
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 class HealthServer:

@@ -132,6 +132,17 @@ def text(metadata: dict, tag: str) -> str:
     return str(first)
 
 
+def instance_number_int(value: str) -> int | None:
+    """InstanceNumber (IS) as the index stores it in ``instance.instance_number_int`` to
+    order instances by it: the integer, or None when it is not one or does not fit the
+    column's 32 bits. The router orders its merged QIDO-RS pages with the same value."""
+    try:
+        n = int(value.strip())
+    except ValueError:
+        return None
+    return n if -(2**31) <= n < 2**31 else None
+
+
 def instance_attrs(metadata: dict) -> dict:
     """The instance-level attributes QIDO matches on: everything that is not a study or
     series attribute and not bulk data (PS3.18 10.6.1.2 allows any attribute as a key)."""
