@@ -122,7 +122,7 @@ def _rebalance_rows(out: dict[str, Any]) -> list[tuple[str, str]]:
                                  f"{out['mb_per_s_command']} MB/s"),
         ("lock + release waits in the copying phase (model)",
          f"{split['waits_wall_s']} s ({split['waits_per_study_s']} s a study, "
-         f"{out['concurrency']} studies at once)"),
+         "paid once per batch of studies locked together)"),
         ("copy + verify + delete (the rest)", f"{split['copy_wall_s']} s"),
         ("waits before copying (transition, commit)", f"{split['before_copy_waits_s']} s"),
         ("admin API served by", out["admin_api"]),

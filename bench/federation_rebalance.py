@@ -8,8 +8,10 @@ real CLI, ``python -m tessera.router.shardctl add NAME ... --follow``, which pos
 router's admin API and follows the job until it ends. Reported: the wall time of the
 command, the job's own figures (``GET /admin/rebalance/{id}``: studies, instances and
 bytes moved, time since copying began) and a split of the time between copying and the
-fixed waits (:func:`time_split`). Afterwards each study must be on exactly one shard,
-the one ``place`` gives with the new shard, with all its instances.
+fixed waits (:func:`time_split`: studies are locked and released in batches of
+``rebalance_switch_studies``, so only the last batch's waits do not overlap copying).
+Afterwards each study must be on exactly one shard, the one ``place`` gives with the
+new shard, with all its instances.
 """
 
 from __future__ import annotations
@@ -33,24 +35,38 @@ from tessera.router.placement import place
 
 
 def time_split(
-    moving_seconds: float, studies: int, registry_poll: float, concurrency: int
+    moving_seconds: float,
+    studies: int,
+    registry_poll: float,
+    concurrency: int,
+    batch_studies: int = 1,
 ) -> dict[str, float]:
     """The moving phase split into the fixed waits and the rest (copy, verify, delete).
 
     Each study waits ``lock_wait = 2 x registry_poll`` after it is locked (so every
     router sees the lock) and again after it is released (so every router sees the
-    release) — ``2 x lock_wait`` per study, whatever its size. ``concurrency`` studies
-    move at once, so the waits of a wave overlap: the wall time they take is at least
-    ``ceil(studies / concurrency) x 2 x lock_wait``. The job also waits ``lock_wait``
-    twice before copying begins (the transition, then its commit): not in this phase.
+    release): ``2 x lock_wait`` from its lock to its delete, whatever its size.
+
+    ``batch_studies = 1`` is the per-study protocol: ``concurrency`` studies move at
+    once, each paying its own waits, so the waits take at least
+    ``ceil(studies / concurrency) x 2 x lock_wait`` of wall time.
+    ``batch_studies > 1`` is :mod:`tessera.router.rebalance_batch`: studies are locked
+    and released in batches of up to ``batch_studies`` while the next ones are copied,
+    so the waits overlap the copying except those of the last batch: ``2 x lock_wait``
+    in all (``per_study_waits_s`` keeps the per-study figure, for comparison).
+    The job also waits ``lock_wait`` twice before copying begins (the transition, then
+    its commit): not in this phase.
     """
     lock_wait = 2 * registry_poll
     waves = math.ceil(studies / concurrency) if studies and concurrency > 0 else 0
-    waits = min(waves * 2 * lock_wait, moving_seconds)
+    per_study = waves * 2 * lock_wait
+    waits = per_study if batch_studies <= 1 else (2 * lock_wait if studies else 0.0)
+    waits = min(waits, moving_seconds)
     return {
         "lock_wait_s": lock_wait,
         "waits_per_study_s": 2 * lock_wait,
         "waits_wall_s": round(waits, 2),
+        "per_study_waits_s": round(per_study, 2),
         "copy_wall_s": round(moving_seconds - waits, 2),
         "before_copy_waits_s": 2 * lock_wait,
     }
@@ -95,7 +111,8 @@ async def run(
         registry_poll=registry_poll,
     )  # fmt: skip
     out: dict[str, Any] = {"shards_before": shards, "registry_poll": registry_poll,
-                           "concurrency": group.router.rebalance_concurrency}  # fmt: skip
+                           "concurrency": group.router.rebalance_concurrency,
+                           "switch_studies": group.router.rebalance_switch_studies}  # fmt: skip
     try:
         log(f"rebalance: storing {len(data.instances)} instances into {shards} shards")
         stored = await workloads.store(
@@ -124,8 +141,9 @@ async def run(
         out["job"] = job
         if job:
             out["split"] = time_split(
-                job["elapsed"], job["studies"]["done"], registry_poll, out["concurrency"]
-            )
+                job["elapsed"], job["studies"]["done"], registry_poll, out["concurrency"],
+                out["switch_studies"],
+            )  # fmt: skip
             mb = job["bytes"] / workloads.MB
             out["instances_per_s_moving"] = round(job["moved"] / job["elapsed"], 2)
             out["mb_per_s_moving"] = round(mb / job["elapsed"], 2)

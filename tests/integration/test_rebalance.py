@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import fields
 from pathlib import Path
 
@@ -185,12 +185,28 @@ async def register(registry: Registry, shard: Shard, state: str = "active") -> N
     )
 
 
+def uids_placed(n: int, shard: str, placement: list[str]) -> list[str]:
+    """``n`` new StudyInstanceUIDs that rendezvous hashing gives ``shard`` among ``placement``."""
+    out: list[str] = []
+    while len(out) < n:
+        if place(uid := generate_uid(), placement) == shard:
+            out.append(uid)
+    return out
+
+
 async def store_studies(
-    http: httpx.AsyncClient, where: dict[str, Shard], placement: list[str], n: int
-) -> None:
-    """``n`` studies (1-5 instances, one or two series) STOWed to their hashed shard."""
+    http: httpx.AsyncClient,
+    where: dict[str, Shard],
+    placement: list[str],
+    n: int,
+    uids: list[str] | None = None,
+) -> list[str]:
+    """``n`` studies (1-5 instances, one or two series) STOWed to their hashed shard
+    (``uids`` first, then new ones); their StudyInstanceUIDs."""
+    stored = []
     for i in range(n):
-        study = generate_uid()
+        study = uids[i] if uids and i < len(uids) else generate_uid()
+        stored.append(study)
         series = [generate_uid() for _ in range(1 + i % 2)]
         files = [
             make_instance(
@@ -208,6 +224,7 @@ async def store_studies(
             shard.ingest_url + "/studies", content=body, headers={"Content-Type": ctype}
         )
         assert r.status_code == 200, r.text
+    return stored
 
 
 async def inventory(http: httpx.AsyncClient, shards: list[Shard]) -> Inventory:
@@ -333,20 +350,17 @@ async def test_worker_killed_mid_move_resumes(shards, registry, router_settings,
     await store_studies(http, shards, ["s1"], 30)
     before = await inventory(http, [s1, s2])
     settings = Settings(
-        **{**router_settings.__dict__, "rebalance_concurrency": 1, "registry_poll": 0.2}
+        **{
+            **router_settings.__dict__,
+            "rebalance_concurrency": 1,
+            "registry_poll": 0.2,
+            "rebalance_switch_studies": 3,  # done_studies grows 3 at a time
+        }
     )
     job_id = await start_add(registry, "s2", s2.ingest_url, s2.index_url, s2.retrieve_url)
 
     def worker() -> subprocess.Popen[bytes]:
-        with open(tmp_path / "worker.log", "ab") as log:
-            return subprocess.Popen(
-                [sys.executable, "-m", "tessera.router.rebalance"],
-                env={**os.environ, **settings.env()},
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                **child_kwargs(signal.SIGTERM),  # type: ignore[arg-type]
-            )
+        return start_worker(settings, tmp_path / "worker.log")
 
     proc = worker()
     enqueue(settings, job_id)
@@ -380,6 +394,214 @@ async def test_worker_killed_mid_move_resumes(shards, registry, router_settings,
     for shard, study, _ in after.values():
         assert smap.owner(study) == shard
     assert row["moved_instances"] == sum(1 for shard, _, _ in after.values() if shard == "s2")
+
+
+# --- batches: locks and releases of many studies at once ------------------------------------
+
+
+def start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
+    """``python -m tessera.router.rebalance`` (the Celery worker), logging to ``log_path``."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tessera.router.rebalance"],
+            env={**os.environ, **settings.env()},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            **child_kwargs(signal.SIGTERM),  # type: ignore[arg-type]
+        )
+
+
+class CountingRegistry(Registry):
+    """The registry, recording each batch the job locks and releases (one call each)."""
+
+    def __init__(self, registry: Registry) -> None:
+        super().__init__(registry.pool)
+        self.locked_batches: list[list[str]] = []
+        self.released_batches: list[list[str]] = []
+
+    async def set_locked_many(self, study_uids: Iterable[str], locked: bool) -> set[str]:
+        uids = list(study_uids)
+        if locked:
+            self.locked_batches.append(uids)
+        return await super().set_locked_many(uids, locked)
+
+    async def release_many(self, study_uids: Iterable[str]) -> None:
+        uids = list(study_uids)
+        if uids:
+            self.released_batches.append(uids)
+        await super().release_many(uids)
+
+
+async def test_lock_and_release_many_in_one_transaction(shards, registry):
+    """Each override changed by a batch call takes a seq of its own (routers fetch them
+    incrementally); a released or unknown study is not locked; unlocking is idempotent."""
+    await register(registry, shards["s1"])
+    a, b, c = (generate_uid() for _ in range(3))
+    await registry.pin([a, b, c], "s1")
+    _, _, seq = await registry.changes_since(0)
+    assert await registry.set_locked_many([a, b, "1.2.3.unknown"], True) == {a, b}
+    _, changed, seq2 = await registry.changes_since(seq)
+    assert [(o.study_instance_uid, o.locked) for o in changed] in (
+        [(a, True), (b, True)],
+        [(b, True), (a, True)],
+    )
+    assert len({o.seq for o in changed}) == 2 and seq2 == max(o.seq for o in changed)
+    assert (await owners(registry)).locked == {a, b}
+
+    await registry.release_many([a, c])
+    _, changed, _ = await registry.changes_since(seq2)
+    assert {(o.study_instance_uid, o.released, o.locked) for o in changed} == {
+        (a, True, False),
+        (c, True, False),
+    }
+    assert await registry.set_locked_many([a, b], True) == {b}  # a is released: not locked
+    assert await registry.set_locked_many([a, b], False) == {b}
+    assert await registry.set_locked_many([b], False) == {b}
+    smap = await owners(registry)
+    assert smap.locked == frozenset() and smap.overrides == {b: "s1"}
+
+
+async def test_studies_are_locked_and_released_in_batches(shards, registry, router_settings, http):
+    """Eight moving studies, batches of at most three: every study locked and released
+    once, in fewer transactions than studies, and the waits paid once per batch."""
+    s1, s2 = shards["s1"], shards["s2"]
+    await register(registry, s1)
+    moving = uids_placed(8, "s2", ["s1", "s2"])
+    staying = uids_placed(4, "s1", ["s1", "s2"])
+    await store_studies(http, shards, ["s1"], 12, uids=moving + staying)
+    before = await inventory(http, [s1, s2])
+    settings = Settings(
+        **{**router_settings.__dict__, "registry_poll": 0.25, "rebalance_switch_studies": 3}
+    )
+    counting = CountingRegistry(registry)
+    job_id = await start_add(registry, "s2", s2.ingest_url, s2.index_url, s2.retrieve_url)
+    assert await JobRunner(settings, counting, http).run(job_id) == "done"
+
+    same_instances(before, await inventory(http, [s1, s2]))
+    locked = [u for batch in counting.locked_batches for u in batch]
+    released = [u for batch in counting.released_batches for u in batch]
+    assert sorted(locked) == sorted(released) == sorted(moving)
+    assert all(len(batch) <= 3 for batch in counting.locked_batches)
+    assert len(counting.locked_batches) < len(moving)
+    (row,) = await job_rows(registry, job_id)
+    assert row["done_studies"] == len(moving) and row["failed_studies"] == 0
+    smap = await owners(registry)
+    assert smap.overrides == {} and all(smap.owner(u) == "s2" for u in moving)
+
+
+async def test_a_study_failing_under_its_lock_stays_while_its_batch_moves(
+    shards, registry, router_settings, http
+):
+    """While a batch is locked, one of its studies gets a SOPInstanceUID whose bytes
+    differ on the source and the target: its last copy fails, so it alone is unlocked,
+    recorded as failed and kept (whole) on its source; the rest of the batch moves."""
+    s1, s2 = shards["s1"], shards["s2"]
+    await register(registry, s1)
+    moving = uids_placed(5, "s2", ["s1", "s2"])
+    await store_studies(http, shards, ["s1"], 5, uids=moving)
+    victim, sop = moving[2], generate_uid()
+
+    class Conflicting(CountingRegistry):
+        async def set_locked_many(self, study_uids: Iterable[str], locked: bool) -> set[str]:
+            live = await super().set_locked_many(study_uids, locked)
+            if locked and victim in live and len(self.locked_batches) == 1:
+                for shard, name in ((s1, "Source^Bytes"), (s2, "Other^Bytes")):
+                    body, ctype = multipart(
+                        [make_instance(study=victim, sop=sop, patient_name=name)]
+                    )
+                    r = await http.post(
+                        shard.ingest_url + "/studies",
+                        content=body,
+                        headers={"Content-Type": ctype},
+                    )
+                    assert r.status_code == 200, r.text
+            return live
+
+    settings = Settings(**{**router_settings.__dict__, "rebalance_switch_studies": 10})
+    conflicting = Conflicting(registry)
+    job_id = await start_add(registry, "s2", s2.ingest_url, s2.index_url, s2.retrieve_url)
+    assert await JobRunner(settings, conflicting, http).run(job_id) == "failed"
+
+    assert victim in conflicting.locked_batches[0]
+    (row,) = await job_rows(registry, job_id)
+    assert row["failed_studies"] == 1 and row["done_studies"] == len(moving) - 1
+    assert "other bytes" in row["error"]
+    smap = await owners(registry)
+    assert smap.overrides == {victim: "s1"} and smap.locked == frozenset()
+    for study in moving:
+        listed = {}
+        for shard in (s1, s2):
+            r = await http.get(f"{shard.index_url}/internal/studies/{study}/instances")
+            listed[shard.name] = (
+                {i["sop"] for i in r.json()["instances"]} if r.status_code == 200 else set()
+            )
+        if study == victim:  # whole on its source, the conflicting instance with it
+            assert sop in listed["s1"] and len(listed["s1"]) >= 2
+            r = await http.get(f"{s1.retrieve_url}/studies/{study}", headers={"Accept": ANY_TS})
+            assert r.status_code == 200 and b"Source^Bytes" in r.content
+        else:
+            assert listed["s1"] == set() and listed["s2"], study
+            assert smap.owner(study) == "s2"
+
+
+async def test_worker_killed_while_a_batch_is_locked_resumes(
+    shards, registry, router_settings, http, tmp_path
+):
+    """SIGKILL of the worker while a batch is locked leaves the locks in the registry
+    (routers would answer 503 for those studies); the resumed job lifts them, moves
+    the batch and every other study: same count-and-hash result, no lock left."""
+    s1, s2 = shards["s1"], shards["s2"]
+    await register(registry, s1)
+    await store_studies(http, shards, ["s1"], 20)
+    before = await inventory(http, [s1, s2])
+    settings = Settings(
+        **{
+            **router_settings.__dict__,
+            "rebalance_concurrency": 2,
+            "registry_poll": 0.5,  # each batch stays locked at least 1 s
+            "rebalance_switch_studies": 4,
+        }
+    )
+    job_id = await start_add(registry, "s2", s2.ingest_url, s2.index_url, s2.retrieve_url)
+    log_path = tmp_path / "worker.log"
+    proc = start_worker(settings, log_path)
+    enqueue(settings, job_id)
+    deadline = time.monotonic() + 90
+    while not (held := (await owners(registry)).locked):
+        assert proc.poll() is None, log_path.read_text()
+        assert time.monotonic() < deadline, log_path.read_text()
+        await asyncio.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (await owners(registry)).locked >= held  # the crash left them locked
+    states = await registry.pool.fetch(
+        "SELECT state FROM rebalance_study WHERE job_id = $1"
+        " AND study_instance_uid = ANY($2::text[])",
+        job_id,
+        list(held),
+    )
+    assert {r["state"] for r in states} <= {"copied", "switched"}
+
+    proc = start_worker(settings, log_path)  # resumes the unfinished job when it is ready
+    try:
+        deadline = time.monotonic() + 120
+        while (row := (await job_rows(registry, job_id))[0])["state"] == "moving":
+            assert time.monotonic() < deadline, log_path.read_text()
+            await asyncio.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert row["state"] == "done", (row["error"], log_path.read_text())
+    after = await inventory(http, [s1, s2])
+    same_instances(before, after)
+    smap = await owners(registry)
+    assert smap.overrides == {} and not smap.locked
+    for shard, study, _ in after.values():
+        assert smap.owner(study) == shard
+    assert set(held) <= {study for shard, study, _ in after.values() if shard == "s2"}
+    assert row["moved_instances"] == sum(1 for shard, _, _ in after.values() if shard == "s2")
+    assert row["done_studies"] == row["total_studies"]
 
 
 # --- the admin API and the shardctl CLI ------------------------------------------------------

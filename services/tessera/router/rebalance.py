@@ -11,8 +11,9 @@ already running elsewhere answers ``busy`` (an advisory lock), so duplicates are
 harmless. An error that is not a study's own (a shard or the registry down) retries the
 task every ``RETRY_DELAY`` seconds.
 
-The worker runs one job at a time (``--pool=solo``); a job moves
-``rebalance_concurrency`` studies at once with asyncio.
+The worker runs one job at a time (``--pool=solo``); a job copies
+``rebalance_concurrency`` studies at once with asyncio and locks, releases and deletes
+them in batches of up to ``rebalance_switch_studies`` (:mod:`.rebalance_batch`).
 """
 
 from __future__ import annotations

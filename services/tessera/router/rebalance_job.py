@@ -19,9 +19,11 @@ keeps two workers from running it at once). The phases (design steps 1-5):
     runs once more, for studies whose rows committed late (a STOW begun before routers
     saw the transition): those are pinned now.
 ``moving``
-    ``rebalance_concurrency`` studies at a time go through
-    :func:`tessera.router.rebalance_move.move_study`; counters (studies, instances,
-    bytes) are updated in the same transaction as each study's state.
+    The studies go through :class:`tessera.router.rebalance_batch.BatchMover`:
+    ``rebalance_concurrency`` copied at a time, then locked, released and deleted at
+    their source in batches (``rebalance_switch_studies``), so the routers' waits are
+    paid once per batch; counters (studies, instances, bytes) are updated in the same
+    transaction as each study's state. Locks a crashed run left are lifted first.
 ``done`` / ``failed``
     A drained shard left empty is set ``removed``. A study that cannot be moved stays on
     its source (pinned) and is counted in ``failed_studies``; the job then ends
@@ -38,7 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -47,7 +49,8 @@ import asyncpg
 import httpx
 
 from tessera.router.placement import place
-from tessera.router.rebalance_move import TIMEOUT, Copied, MoveError, Mover, ShardClient, move_study
+from tessera.router.rebalance_batch import BatchMover, Study
+from tessera.router.rebalance_move import TIMEOUT, Copied, MoveError, Mover, ShardClient
 from tessera.router.registry import Registry
 from tessera.router.shards import ShardMap
 from tessera.shared.errors import Conflict, NotFound
@@ -299,60 +302,77 @@ class JobRunner:
         )
 
     async def move_all(self, job: Job) -> None:
-        """Move every study not done yet, ``rebalance_concurrency`` at a time."""
+        """Move every study not done yet, in batches (:mod:`.rebalance_batch`)."""
+        await self._unlock_leftovers()
         smap = ShardMap.from_rows(await self.registry.shards(), [])
+        while await self.pool.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM rebalance_study"
+            " WHERE job_id = $1 AND state NOT IN ('done', 'failed'))",
+            job.id,
+        ):
+            mover = BatchMover(
+                self.registry,
+                self.lock_wait,
+                concurrency=self.settings.rebalance_concurrency,
+                batch_studies=self.settings.rebalance_switch_studies,
+                batch_bytes=self.settings.rebalance_switch_bytes,
+                save=lambda uid, state, copied: self._save(job, uid, state, copied),
+                fail=lambda uid, e: self._fail(job, uid, e),
+            )
+            await mover.run(self._todo(job, smap))
+
+    async def _unlock_leftovers(self) -> None:
+        """Unlock what a crashed run left locked (only one job runs at a time, and this
+        one has locked nothing yet): routers accept STOWs of those studies again, which
+        go through their batch again, copy first."""
+        locked = [o.study_instance_uid for o in await self.registry.overrides() if o.locked]
+        if locked:
+            log.info("unlocking %d studies locked by an interrupted run", len(locked))
+            await self.registry.set_locked_many(locked, False)
+
+    async def _todo(self, job: Job, smap: ShardMap) -> AsyncIterator[Study]:
+        """The studies not done yet, by key, a page at a time."""
+        after = ""
         while True:
             rows = await self.pool.fetch(
                 """SELECT study_instance_uid, source, target, state FROM rebalance_study
                     WHERE job_id = $1 AND state NOT IN ('done', 'failed')
+                      AND study_instance_uid > $2
                     ORDER BY study_instance_uid LIMIT 1000""",
                 job.id,
+                after,
             )
             if not rows:
                 return
-            todo = iter(rows)
-
-            async def worker(todo: Any = todo) -> None:
-                for row in todo:
-                    await self.move_one(job, smap, row)
-
-            async with asyncio.TaskGroup() as tg:
-                for _ in range(max(1, self.settings.rebalance_concurrency)):
-                    tg.create_task(worker())
-
-    async def move_one(self, job: Job, smap: ShardMap, row: asyncpg.Record) -> None:
-        uid = row["study_instance_uid"]
-        mover = Mover(
-            ShardClient(self.client, smap.get(row["source"], uid)),
-            ShardClient(self.client, smap.get(row["target"], uid)),
-            self.registry,
-            self.lock_wait,
-            self.settings.rebalance_batch_size,
-            self.settings.rebalance_batch_bytes,
-        )
-
-        async def save(state: str, copied: Copied) -> None:
-            await self._save(job, uid, state, copied)
-
-        try:
-            await move_study(mover, uid, row["state"], save)
-        except MoveError as e:
-            log.warning("study %s not moved: %s", uid, e)
-            async with self.pool.acquire() as conn, conn.transaction():
-                await conn.execute(
-                    "UPDATE rebalance_study SET state = 'failed', error = $3,"
-                    " attempts = attempts + 1, updated_at = now()"
-                    " WHERE job_id = $1 AND study_instance_uid = $2",
-                    job.id,
-                    uid,
-                    str(e),
+            for row in rows:
+                uid = row["study_instance_uid"]
+                mover = Mover(
+                    ShardClient(self.client, smap.get(row["source"], uid)),
+                    ShardClient(self.client, smap.get(row["target"], uid)),
+                    self.settings.rebalance_batch_size,
+                    self.settings.rebalance_batch_bytes,
                 )
-                await conn.execute(
-                    "UPDATE rebalance_job SET failed_studies = failed_studies + 1,"
-                    " error = coalesce(error, $2), updated_at = now() WHERE id = $1",
-                    job.id,
-                    str(e),
-                )
+                yield Study(uid, row["state"], mover)
+            after = rows[-1]["study_instance_uid"]
+
+    async def _fail(self, job: Job, uid: str, e: MoveError) -> None:
+        """The study stays on its source (pinned there); the job records why."""
+        log.warning("study %s not moved: %s", uid, e)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE rebalance_study SET state = 'failed', error = $3,"
+                " attempts = attempts + 1, updated_at = now()"
+                " WHERE job_id = $1 AND study_instance_uid = $2",
+                job.id,
+                uid,
+                str(e),
+            )
+            await conn.execute(
+                "UPDATE rebalance_job SET failed_studies = failed_studies + 1,"
+                " error = coalesce(error, $2), updated_at = now() WHERE id = $1",
+                job.id,
+                str(e),
+            )
 
     async def _save(self, job: Job, uid: str, state: str, copied: Copied) -> None:
         async with self.pool.acquire() as conn, conn.transaction():

@@ -1,21 +1,24 @@
 """Moving one study from a source shard to a target shard while the archive serves it.
 
-The steps (the design's rebalance protocol, step 4), each idempotent so that a job that
-crashed resumes a study from the last state it saved:
+The per-study steps of the design's rebalance protocol (step 4), each idempotent so that
+a job that crashed resumes a study from the last state it saved; the lock and release
+between them are done for a batch of studies at once by
+:class:`tessera.router.rebalance_batch.BatchMover`:
 
-``pending`` -> copy
+``pending`` -> copy (:meth:`Mover.copy`)
     List the study on the source and the target (the index's internal listing: each
     instance's SOPInstanceUID and SHA-256), fetch what the target lacks from the source
     retrieve service (WADO-RS as stored: ``transfer-syntax=*``, PS3.18 8.7.3.5.2), and
     STOW-RS it to the target ingest service in batches, which stores the objects and
     re-creates the index rows there. Verify: the same SOPInstanceUIDs on both sides, the
     same SHA-256 for each (the bytes fetched are hashed too, against the source's row).
-``copied`` -> switch
-    Lock the study (routers answer its STOW with 503 + Retry-After), wait two registry
-    polls so that every router sees the lock, copy what arrived meanwhile, verify, then
-    release the override: the hash now sends reads and writes to the target (two more
-    polls pass before the source copy is deleted, for routers that still read there).
-``switched`` -> delete
+``copied`` -> switch (the batch)
+    Lock the batch (routers answer its STOWs with 503 + Retry-After), wait two registry
+    polls so that every router sees the locks, copy what arrived meanwhile
+    (:meth:`Mover.copy` again), then release the overrides: the hash now sends reads and
+    writes to the target (two more polls pass before the source copy is deleted, for
+    routers that still read there).
+``switched`` -> delete (:meth:`Mover.finish`)
     Copy anything that still reached the source (a STOW already in flight when the lock
     came), then delete the study at the source with ``If-Match: "<digest>"`` of what was
     just verified on the target; 412 (it changed again) repeats the round, 404 means it
@@ -33,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from tempfile import SpooledTemporaryFile
@@ -41,7 +44,6 @@ from typing import Any
 
 import httpx
 
-from tessera.router.registry import Registry
 from tessera.router.shards import Shard
 from tessera.shared.multipart import new_boundary, read_parts
 from tessera.shared.settings import GIB, MIB
@@ -214,21 +216,18 @@ class Copied:
 
 
 class Mover:
-    """Moves studies from one shard to another (see the module docstring)."""
+    """Copies and deletes studies from one shard to another (see the module docstring);
+    the locks and releases between are :mod:`.rebalance_batch`'s, a batch at a time."""
 
     def __init__(
         self,
         source: ShardClient,
         target: ShardClient,
-        registry: Registry,
-        lock_wait: float,
         batch_size: int = 32,
         batch_bytes: int = 64 * MIB,
     ) -> None:
         self.source = source
         self.target = target
-        self.registry = registry
-        self.lock_wait = lock_wait
         self.batch_size = batch_size
         self.batch_bytes = batch_bytes
 
@@ -290,23 +289,6 @@ class Mover:
             batch.close()
         return failures
 
-    async def switch(self, study: str) -> Copied:
-        """Lock, wait for every router to see it, copy the rest, release (target owns it)."""
-        try:
-            await self.registry.set_locked(study, True)
-        except KeyError:  # released already (a crash after release): nothing to switch
-            return await self.copy(study)
-        try:
-            await asyncio.sleep(self.lock_wait)
-            copied = await self.copy(study)
-        except BaseException:
-            await self.registry.set_locked(study, False)
-            raise
-        await self.registry.release(study)
-        # reads go to the source until each router sees the release: keep it until then
-        await asyncio.sleep(self.lock_wait)
-        return copied
-
     async def finish(self, study: str) -> Copied:
         """Delete the study at the source once the target holds all of it."""
         for _ in range(ROUNDS):
@@ -318,23 +300,6 @@ class Mover:
                 continue
             return copied
         raise MoveError(f"study {study} kept changing on {self.source.name}; not deleted")
-
-
-Save = Callable[[str, Copied], Awaitable[None]]
-
-
-async def move_study(mover: Mover, study: str, state: str, save: Save) -> None:
-    """Run the steps from ``state`` on; ``save(new_state, copied)`` records each one
-    (after a resume ``copied`` may count less than an earlier step did: the caller keeps
-    the greatest)."""
-    if state == "pending":
-        await save("copied", await mover.copy(study))
-        state = "copied"
-    if state == "copied":
-        await save("switched", await mover.switch(study))
-        state = "switched"
-    if state == "switched":
-        await save("done", await mover.finish(study))
 
 
 def _sha256(f: Any) -> str:

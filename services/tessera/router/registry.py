@@ -18,7 +18,8 @@ A rebalance (issue 6) drives it so:
 
 - add S: ``add_shard(S, ..., state="joining")`` (``next_placement`` now has S); list and
   ``pin`` the studies whose owner changes; ``commit_transition()`` (S active); move each
-  pinned study (``set_locked(uid, True)`` ... ``release(uid)``, ``set_locked`` is then moot).
+  pinned study, a batch at a time (``set_locked_many(uids, True)`` ... ``release_many(uids)``
+  in one transaction each; a release also clears the lock).
 - drain D: ``set_shard_state(D, "draining")`` (D stays in ``placement``, leaves
   ``next_placement``); pin D's studies to D; ``commit_transition()`` (D leaves
   ``placement``, still known and searched); move them; ``set_shard_state(D, "removed")``.
@@ -218,6 +219,33 @@ class Registry:
             " WHERE study_instance_uid = $1 AND NOT released",
             study_instance_uid,
         )
+
+    async def set_locked_many(self, study_uids: Iterable[str], locked: bool) -> set[str]:
+        """:meth:`set_locked` for many studies in one transaction (a rebalance locks and
+        unlocks a batch at once, so it waits for the routers once per batch). Each row
+        still takes its own ``seq``. Returns the studies that have a live override (the
+        ones now locked or unlocked); the others are released or unknown and unchanged."""
+        uids = list(dict.fromkeys(study_uids))
+        if not uids:
+            return set()
+        rows = await self.pool.fetch(
+            "UPDATE placement_override SET locked = $2"
+            " WHERE study_instance_uid = ANY($1::text[]) AND NOT released"
+            " RETURNING study_instance_uid",
+            uids,
+            locked,
+        )
+        return {r["study_instance_uid"] for r in rows}
+
+    async def release_many(self, study_uids: Iterable[str]) -> None:
+        """:meth:`release` for many studies in one transaction (one ``seq`` each)."""
+        uids = list(dict.fromkeys(study_uids))
+        if uids:
+            await self.pool.execute(
+                "UPDATE placement_override SET released = true, locked = false"
+                " WHERE study_instance_uid = ANY($1::text[]) AND NOT released",
+                uids,
+            )
 
     async def overrides(self) -> list[OverrideRow]:
         """The live overrides."""

@@ -76,6 +76,10 @@ class Settings:
     rebalance_concurrency: int = 8
     rebalance_batch_size: int = 32
     rebalance_batch_bytes: int = 64 * MIB
+    # studies (and bytes copied) locked and released together: the 2 x registry_poll
+    # waits after the lock and after the release are paid once per such group
+    rebalance_switch_studies: int = 100
+    rebalance_switch_bytes: int = 4 * GIB
     # path prefix of the DICOMweb API on the router
     dicomweb_prefix: str = "/dicom-web"
     # CORS: comma-separated allowed origins ("*" for any)
