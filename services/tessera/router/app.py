@@ -55,8 +55,8 @@ from tessera.shared.qido.attributes import Level
 from tessera.shared.refs import check_uid
 from tessera.shared.settings import Settings
 
-# The QIDO-RS fan-out and STOW-RS split client (several shards, answers merged; the
-# pass-through proxy has its own aiohttp session, see tessera.router.proxy). Connecting
+# The STOW-RS split client (several shards, answers merged; the pass-through proxy and
+# the QIDO-RS fan-out share an aiohttp session, see tessera.router.proxy). Connecting
 # must be quick; a shard's answer may not be: a STOW of gigabytes is read for minutes.
 # So no read/write timeout, and no cap on connections.
 TIMEOUT = httpx.Timeout(connect=5.0, read=None, write=None, pool=5.0)
@@ -127,7 +127,7 @@ class Router:
                 await self._watcher.start()
             self._proxy = Proxy(session, self.prefix)
             self._fanout = QidoFanOut(
-                client,
+                session,
                 self.prefix,
                 settings.qido_max_limit,
                 settings.router_shard_timeout,
@@ -263,8 +263,8 @@ def create_app(
 ) -> Starlette:
     """The router app; ``shards`` defaults to the registry at ``router_database_url``,
     or without one to the one shard of ``settings``. ``transport`` (tests) carries the
-    QIDO-RS fan-out's and STOW-RS split's httpx requests; the pass-through proxy always
-    connects to the shard services' URLs."""
+    STOW-RS split's httpx requests; the pass-through proxy and the QIDO-RS fan-out always
+    connect to the shard services' URLs."""
     router = Router(settings, shards, transport)
     routes = [*router.routes(), *viewer.routes(settings)]
     if settings.router_database_url and shards is None:

@@ -9,8 +9,8 @@ Content-Length is read whole and then sent in one piece.
 The hop to the shard is aiohttp, not httpx: a viewer asks for ~100 frames at once, and
 httpcore's pool scans every pooled connection on each request and each response
 (quadratic in the requests in flight; encode/httpcore#1035), which cost the router
-~10 ms of CPU per frame against ~1 ms here. The QIDO-RS fan-out and the STOW-RS split
-(several shards, answers merged) keep their httpx client.
+~10 ms of CPU per frame against ~1 ms here. The QIDO-RS fan-out uses the same session
+(:mod:`tessera.router.qido_fanout`); the STOW-RS split keeps its httpx client.
 
 Headers are end-to-end except the hop-by-hop ones (RFC 9110 7.6.1): Accept, Range,
 Authorization, If-None-Match... go up; Content-Type, ETag, Warning (QIDO-RS, PS3.18
@@ -32,7 +32,6 @@ from functools import lru_cache
 from urllib.parse import urlsplit
 
 import aiohttp
-import httpx
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -120,11 +119,6 @@ def end_to_end(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """The shard's end-to-end response headers (``raw``), repeated ones (Warning) kept."""
     drop = _dropped(raw, _NOT_DOWN_BYTES)
     return [(name.lower(), value) for name, value in raw if name.lower() not in drop]
-
-
-def downstream_headers(upstream: httpx.Response) -> list[tuple[bytes, bytes]]:
-    """:func:`end_to_end` of an httpx response (the QIDO-RS fan-out's)."""
-    return end_to_end(upstream.headers.raw)
 
 
 def upstream_target(request: Request, prefix: str) -> bytes:
