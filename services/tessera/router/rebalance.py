@@ -51,7 +51,9 @@ def create_app(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
     )
 
-    @app.task(name=TASK, bind=True, max_retries=None)
+    # shared=False: not also added to every other Celery app of the process (the
+    # transcode app in tests), where a second create_app() would register it twice
+    @app.task(name=TASK, bind=True, max_retries=None, shared=False)
     def run(self: Task, job_id: int) -> str:
         try:
             state = asyncio.run(run_job(settings, job_id))
