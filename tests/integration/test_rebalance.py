@@ -23,6 +23,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -36,6 +37,7 @@ from tessera.local._child import child_kwargs
 from tessera.local.processes import create_bucket, free_port
 from tessera.router import shardctl
 from tessera.router.placement import place
+from tessera.router.proxy import Proxy, open_session
 from tessera.router.rebalance import enqueue
 from tessera.router.rebalance_api import routes as admin_routes
 from tessera.router.rebalance_job import JobRunner, job_rows, progress, start_add, start_drain
@@ -611,18 +613,23 @@ async def test_worker_killed_while_a_batch_is_locked_resumes(
 def admin_server(settings: Settings, queued: list[int]) -> Iterator[str]:
     """The admin routes in a uvicorn server on a thread (its own loop and registry pool);
     jobs are queued into ``queued`` instead of a broker. Yields the base URL."""
-    holder: dict[str, Registry] = {}
+    holder: dict[str, Any] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         holder["registry"] = await Registry.connect(settings.router_database_url)
+        session = holder["session"] = open_session()  # the router's client, as in app.py
         yield
+        await session.close()
         await holder["registry"].close()
 
-    app = make_app(
-        admin_routes(lambda: holder["registry"], settings, lambda _, job: queued.append(job)),
-        lifespan=lifespan,
+    async def probe(base_url: str) -> str:
+        return await Proxy(holder["session"], "").probe(base_url, 3.0)
+
+    routes = admin_routes(
+        lambda: holder["registry"], settings, lambda _, job: queued.append(job), probe=probe
     )
+    app = make_app(routes, lifespan=lifespan)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -193,18 +193,3 @@ def test_stow_failure_reasons_are_named() -> None:
     assert after - before == 1
     metrics.count_stow_failure(0xC999)  # not in the table: its hex code
     assert _value("tessera_ingest_instances_total", outcome="failed", reason="C999") >= 1
-
-
-async def test_upstream_hooks_time_each_shard_service_by_origin() -> None:
-    def answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(204 if request.url.path == "/healthz" else 404)
-
-    origin = f"http://shard-{uuid.uuid4().hex[:6]}:8102"
-    transport = httpx.MockTransport(answer)
-    async with httpx.AsyncClient(transport=transport, event_hooks=metrics.upstream_hooks()) as c:
-        await c.get(origin + "/healthz")
-        await c.get(origin + "/studies/1.2.3/series")
-        await c.get(origin + "/studies/1.2.4/series")
-    name = "tessera_router_upstream_duration_seconds_count"
-    assert _value(name, upstream=origin, status="204") == 1
-    assert _value(name, upstream=origin, status="404") == 2

@@ -34,7 +34,6 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-import httpx
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -47,7 +46,6 @@ from tessera.router.qido_fanout import QidoFanOut
 from tessera.router.registry import Registry, RegistryWatcher
 from tessera.router.shards import Service, ShardMap
 from tessera.router.stow_split import StowSplit
-from tessera.shared import metrics
 from tessera.shared.errors import ServiceUnavailable
 from tessera.shared.http import make_app
 from tessera.shared.levels import Layout
@@ -55,12 +53,7 @@ from tessera.shared.qido.attributes import Level
 from tessera.shared.refs import check_uid
 from tessera.shared.settings import Settings
 
-# The STOW-RS split client (several shards, answers merged; the pass-through proxy and
-# the QIDO-RS fan-out share an aiohttp session, see tessera.router.proxy). Connecting
-# must be quick; a shard's answer may not be: a STOW of gigabytes is read for minutes.
-# So no read/write timeout, and no cap on connections.
-TIMEOUT = httpx.Timeout(connect=5.0, read=None, write=None, pool=5.0)
-LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=256)
+# seconds a shard service has to answer /healthz (readiness, a shard being added)
 PROBE_TIMEOUT = 3.0
 
 CORS_METHODS = ["GET", "POST", "PUT", "DELETE", "OPTIONS"]
@@ -89,19 +82,13 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 class Router:
     """Routes, lifespan and readiness of a router app over a :class:`ShardMap`."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        shards: ShardMap | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings, shards: ShardMap | None = None) -> None:
         self.settings = settings
         self.prefix = settings.dicomweb_prefix.rstrip("/")
         self.resource_policy = "cross-origin" if settings.cors_origins else "same-origin"
         self._static = shards
         if shards is None and not settings.router_database_url:
             self._static = ShardMap.from_settings(settings)
-        self._transport = transport
         self._proxy: Proxy | None = None
         self._fanout: QidoFanOut | None = None
         self._split: StowSplit | None = None
@@ -110,14 +97,8 @@ class Router:
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        client = httpx.AsyncClient(
-            timeout=TIMEOUT,
-            limits=LIMITS,
-            transport=self._transport,
-            follow_redirects=False,
-            trust_env=False,
-            event_hooks=metrics.upstream_hooks(),  # shard latency for /metrics
-        )
+        # one HTTP client for every request to a shard: the proxy, the QIDO-RS fan-out,
+        # the STOW-RS split and the /healthz probes (tessera.router.proxy)
         session = open_session()
         settings = self.settings
         try:
@@ -133,7 +114,7 @@ class Router:
                 settings.router_shard_timeout,
                 Layout.parse(settings.qido_extra_attributes),
             )
-            self._split = StowSplit(client, self.prefix, settings)
+            self._split = StowSplit(session, self.prefix, settings)
             yield
         finally:
             self._proxy = self._fanout = self._split = None
@@ -141,7 +122,6 @@ class Router:
                 await self._watcher.stop()
             if self.registry is not None:
                 await self.registry.close()
-            await client.aclose()
             await session.close()
 
     def connected_registry(self) -> Registry:
@@ -241,7 +221,7 @@ class Router:
             for shard in self.shards.all()
             for service in Service
         ]
-        results = await asyncio.gather(*(self._probe(url) for _, url in targets))
+        results = await asyncio.gather(*(self.probe(url) for _, url in targets))
         down = [f"{name} ({why})" for (name, _), why in zip(targets, results, strict=True) if why]
         if down and (len(self.shards.shards) <= 1 or len(down) == len(targets)):
             raise ServiceUnavailable("not answering: " + ", ".join(down))
@@ -250,26 +230,20 @@ class Router:
             for (name, _), why in zip(targets, results, strict=True)
         }
 
-    async def _probe(self, base_url: str) -> str:
+    async def probe(self, base_url: str) -> str:
         """Empty if ``base_url/healthz`` answers 200, else why not."""
         return await self.proxy.probe(base_url, PROBE_TIMEOUT)
 
 
-def create_app(
-    settings: Settings,
-    *,
-    shards: ShardMap | None = None,
-    transport: httpx.AsyncBaseTransport | None = None,
-) -> Starlette:
+def create_app(settings: Settings, *, shards: ShardMap | None = None) -> Starlette:
     """The router app; ``shards`` defaults to the registry at ``router_database_url``,
-    or without one to the one shard of ``settings``. ``transport`` (tests) carries the
-    STOW-RS split's httpx requests; the pass-through proxy and the QIDO-RS fan-out always
-    connect to the shard services' URLs."""
-    router = Router(settings, shards, transport)
+    or without one to the one shard of ``settings``. It reaches the shard services at
+    their URLs (tests serve stand-ins over TCP: ``tests/integration/serving.py``)."""
+    router = Router(settings, shards)
     routes = [*router.routes(), *viewer.routes(settings)]
     if settings.router_database_url and shards is None:
         # shards and rebalance jobs (/admin/...): only with a registry to keep them in
-        routes += rebalance_api.routes(router.connected_registry, settings)
+        routes += rebalance_api.routes(router.connected_registry, settings, probe=router.probe)
     app = make_app(routes, lifespan=router.lifespan, ready=router.ready)
     app.add_middleware(
         CORSMiddleware,

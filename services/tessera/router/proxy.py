@@ -9,8 +9,9 @@ Content-Length is read whole and then sent in one piece.
 The hop to the shard is aiohttp, not httpx: a viewer asks for ~100 frames at once, and
 httpcore's pool scans every pooled connection on each request and each response
 (quadratic in the requests in flight; encode/httpcore#1035), which cost the router
-~10 ms of CPU per frame against ~1 ms here. The QIDO-RS fan-out uses the same session
-(:mod:`tessera.router.qido_fanout`); the STOW-RS split keeps its httpx client.
+~10 ms of CPU per frame against ~1 ms here. The QIDO-RS fan-out
+(:mod:`tessera.router.qido_fanout`) and the STOW-RS split (:mod:`tessera.router.stow_split`)
+use the same session: it is the router's one HTTP client.
 
 Headers are end-to-end except the hop-by-hop ones (RFC 9110 7.6.1): Accept, Range,
 Authorization, If-None-Match... go up; Content-Type, ETag, Warning (QIDO-RS, PS3.18

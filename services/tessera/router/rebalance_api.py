@@ -13,17 +13,18 @@ only create them and read their progress, so any router replica answers. The rou
 carry no authentication of their own: like the rest of the router, deploy them behind
 whatever guards the archive (or keep ``/admin`` off the public ingress).
 
-``routes(registry, settings)`` gives the routes; ``registry`` is the router's
+``routes(registry, settings, probe=...)`` gives the routes; ``registry`` is the router's
 :class:`~tessera.router.registry.Registry`, or a function returning it (for an app whose
-registry is opened in its lifespan, after the routes are built).
+registry is opened in its lifespan, after the routes are built); ``probe(base_url)`` asks
+a service's ``/healthz`` through the router's HTTP client (``Router.probe``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -34,16 +35,20 @@ from tessera.router.registry import Registry
 from tessera.shared.errors import BadRequest, NotFound, ServiceUnavailable
 from tessera.shared.settings import Settings
 
-PROBE_TIMEOUT = 3.0
 Enqueue = Callable[[Settings, int], None]
+# ``base_url`` -> empty if its /healthz answers 200, else why not
+Probe = Callable[[str], Awaitable[str]]
 
 
 def routes(
     registry: Registry | Callable[[], Registry],
     settings: Settings,
     enqueue_job: Enqueue = enqueue,
+    *,
+    probe: Probe,
 ) -> list[BaseRoute]:
-    """The admin routes; ``enqueue_job(settings, job_id)`` hands a new job to the worker."""
+    """The admin routes; ``enqueue_job(settings, job_id)`` hands a new job to the worker,
+    ``probe`` checks a shard's services before it is registered."""
 
     def reg() -> Registry:
         r = registry if isinstance(registry, Registry) else registry()
@@ -75,7 +80,7 @@ def routes(
         name, *urls = [str(v) for v in values]
         if not _is_name(name):
             raise BadRequest("a shard name is letters, digits, '-' and '_' (at most 63)")
-        await _probe(urls)
+        await _check(urls, probe)
         job_id = await start_add(reg(), name, urls[0], urls[1], urls[2])
         return await _started(job_id)
 
@@ -126,13 +131,9 @@ def _is_name(name: str) -> bool:
     return 0 < len(name) <= 63 and all(c.isalnum() or c in "-_" for c in name)
 
 
-async def _probe(urls: list[str]) -> None:
+async def _check(urls: list[str], probe: Probe) -> None:
     """A shard is registered only if its three services answer ``/healthz``."""
-    async with httpx.AsyncClient(timeout=PROBE_TIMEOUT, trust_env=False) as client:
-        for url in urls:
-            try:
-                r = await client.get(url.rstrip("/") + "/healthz")
-            except httpx.HTTPError as e:
-                raise BadRequest(f"{url} does not answer: {type(e).__name__}") from None
-            if r.status_code != 200:
-                raise BadRequest(f"{url}/healthz answers HTTP {r.status_code}")
+    answers = await asyncio.gather(*(probe(url) for url in urls))
+    for url, why in zip(urls, answers, strict=True):
+        if why:
+            raise BadRequest(f"{url} does not answer /healthz: {why}")

@@ -26,24 +26,34 @@ streamed as with one shard (parts of other studies are the shard's 0xA900 failur
 Registry rules (issue 6, :mod:`.registry`): a study whose override is ``locked`` (its
 move is ending) is answered 503 + Retry-After; during a transition a study whose hashed
 shard changes and that has no override is first pinned to its current shard.
+
+The requests to the shards go through the router's aiohttp session
+(:func:`tessera.router.proxy.open_session`), as the proxy's and the QIDO-RS fan-out's
+do: one HTTP client in the router. Each body is written from the spooled parts as it
+is sent (chunked), never held whole; the session does not decompress, so a shard is
+asked for ``Accept-Encoding: identity``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import IO, Any
+from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
 from pydicom import dcmread
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from tessera.router.proxy import RETRY_AFTER, upstream_headers
 from tessera.router.shards import Service, Shard, ShardMap
+from tessera.shared import metrics
 from tessera.shared.dicomjson import quiet_pydicom
 from tessera.shared.errors import MultipartError, ServiceUnavailable
 from tessera.shared.http import DicomJSONResponse
@@ -69,8 +79,11 @@ log = logging.getLogger(__name__)
 
 LOCKED_RETRY_AFTER = 2  # seconds: a study stays locked for a second or two
 _CHUNK = 1024 * 1024
-# request headers that describe the client's body, not ours
-_BODY_HEADERS = frozenset({b"content-type", b"content-length", b"transfer-encoding"})
+# request headers that describe the client's body, not ours; and Accept-Encoding, as
+# the router reads the shard's answer itself (the session does not decompress)
+_NOT_SENT = frozenset(
+    {b"content-type", b"content-length", b"transfer-encoding", b"accept-encoding"}
+)
 
 Pin = Callable[[list[str], str], Awaitable[dict[str, str]]]
 
@@ -202,8 +215,8 @@ def _stored_uids(group: Group) -> set[str | None]:
 class StowSplit:
     """Reads, groups, sends and merges one STOW-RS request over the shards of a map."""
 
-    def __init__(self, client: httpx.AsyncClient, prefix: str, settings: Settings) -> None:
-        self.client = client
+    def __init__(self, session: aiohttp.ClientSession, prefix: str, settings: Settings) -> None:
+        self.session = session
         self.prefix = prefix
         self.settings = settings
 
@@ -305,29 +318,53 @@ class StowSplit:
         return list(groups.values())
 
     async def _send(self, request: Request, group: Group) -> None:
+        """Send the group's parts to its shard's ingest as one multipart request (the
+        client's headers, X-Forwarded-* as the proxy sets them) and keep its answer."""
         boundary = new_boundary()
         headers = [
-            (k, v) for k, v in upstream_headers(request, self.prefix) if k not in _BODY_HEADERS
+            (name.decode("latin-1"), value.decode("latin-1"))
+            for name, value in upstream_headers(request, self.prefix)
+            if name.lower() not in _NOT_SENT
         ]
-        headers.append((b"content-type", multipart_content_type(DICOM, boundary).encode("latin-1")))
+        headers += [
+            ("Content-Type", multipart_content_type(DICOM, boundary)),
+            ("Accept-Encoding", "identity"),
+        ]
         body = write_parts(
             [PartOut(p.content_type, _file_chunks(p.file)) for p in group.parts], boundary
         )
-        url = group.shard.url(Service.INGEST) + "/studies"
+        url = group.shard.url(Service.INGEST)
+        started = time.perf_counter()
         try:
-            r = await self.client.post(url, content=body, headers=headers)
-        except httpx.TransportError as e:
+            async with self.session.post(
+                url + "/studies", headers=headers, data=body, allow_redirects=False
+            ) as r:
+                metrics.observe_upstream(_origin(url), r.status, time.perf_counter() - started)
+                content = await r.read()
+        except (aiohttp.ClientError, TimeoutError) as e:
             group.error = f"shard {group.shard.name} unreachable ({type(e).__name__})"
             return
-        group.warnings = r.headers.get_list("warning")
-        if r.status_code in (200, 202, 409) and "json" in r.headers.get("content-type", ""):
-            group.body = r.json()
+        group.warnings = r.headers.getall("warning", [])
+        media_type = r.headers.get("content-type", "")
+        if r.status in (200, 202, 409) and "json" in media_type:
+            try:
+                answer = json.loads(content)
+            except ValueError:
+                answer = None
+            if isinstance(answer, dict):  # PS3.18 10.5.3: one dataset, not an array
+                group.body = answer
+            else:
+                group.error = f"malformed DICOM JSON from shard {group.shard.name}"
             return
-        group.error = f"HTTP {r.status_code} from shard {group.shard.name}"
-        if 400 <= r.status_code < 500:
-            group.refusal = Response(
-                r.content, status_code=r.status_code, media_type=r.headers.get("content-type")
-            )
+        group.error = f"HTTP {r.status} from shard {group.shard.name}"
+        if 400 <= r.status < 500:
+            group.refusal = Response(content, status_code=r.status, media_type=media_type or None)
+
+
+def _origin(base_url: str) -> str:
+    """``scheme://host:port`` of a shard service: the label of its upstream latency."""
+    parts = urlsplit(base_url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 async def _file_chunks(fp: IO[bytes]) -> AsyncIterator[bytes]:

@@ -19,9 +19,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
 
-import httpx
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -109,24 +107,6 @@ def observe_upstream(origin: str, status: int, seconds: float) -> None:
     ``seconds`` (until its response headers arrived). The origin is bounded by the
     number of shard services, and names the shard in the host of a deployment."""
     ROUTER_UPSTREAM_LATENCY.labels(origin, str(status)).observe(seconds)
-
-
-def upstream_hooks() -> dict[str, list[Callable[[Any], Awaitable[None]]]]:
-    """httpx ``event_hooks`` timing each request to a shard service until its response
-    headers arrive (the router's QIDO-RS fan-out and STOW-RS split; its pass-through
-    proxy times its aiohttp requests itself), labelled by :func:`observe_upstream`."""
-
-    async def on_request(request: httpx.Request) -> None:
-        request.extensions["tessera_started"] = time.perf_counter()
-
-    async def on_response(response: httpx.Response) -> None:
-        started = response.request.extensions.get("tessera_started")
-        if started is not None:
-            url = response.request.url
-            origin = f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}"
-            observe_upstream(origin, response.status_code, time.perf_counter() - started)
-
-    return {"request": [on_request], "response": [on_response]}
 
 
 def count_stow_failure(reason: int) -> None:
