@@ -20,20 +20,17 @@ Per test:
 from __future__ import annotations
 
 import tempfile
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pydicom
 import pytest
 from playwright.async_api import Browser, Error, Page, async_playwright, expect
 
-from tessera.shared.db.migrate import apply_migrations
 from tests.browser import servers
 from tests.browser.ohif import CHROMIUM_ARGS, INIT_SCRIPT, Watch, screenshot
-from tests.e2e.cluster import Cluster
+from tests.e2e.cluster import Cluster, migrated_database
 from tests.e2e.dicomgen import multipart
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus"
@@ -58,16 +55,8 @@ def viewer_dir() -> Path:
 
 @pytest.fixture(scope="session")
 async def ohif_database(postgres_dsn: str) -> AsyncIterator[str]:
-    name = f"ohif_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(postgres_dsn)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    dsn = postgres_dsn.rsplit("/", 1)[0] + "/" + name
-    await apply_migrations(dsn)
-    yield dsn
-    conn = await asyncpg.connect(postgres_dsn)
-    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await conn.close()
+    async with migrated_database(postgres_dsn, "ohif") as dsn:
+        yield dsn
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ import httpx
 
 from tessera.local._child import spawn
 from tessera.local.processes import free_port
-from tessera.shared.settings import Settings
+from tests.e2e import cluster as e2e_cluster
 from tests.e2e.cluster import Cluster
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,39 +92,19 @@ def start_cluster(
     database_url: str, redis_url: str, viewer_dir: Path, workdir: Path, **overrides: object
 ) -> Cluster:
     """A single-shard cluster whose router serves the viewer; objects in ``workdir``."""
-    for attempt in range(3):  # a free port can be taken by someone else before we bind it
-        ports = {
-            p: free_port()
-            for p in ("router", "ingest", "index", "retrieve", "index_worker", "transcode")
-        }
-        settings = Settings(
+    return e2e_cluster.start_cluster(
+        lambda: e2e_cluster.shard_settings(
             shard=f"ohif-{uuid.uuid4().hex[:8]}",
             database_url=database_url,
             redis_url=redis_url,
             storage_url=(workdir / "objects").as_uri(),
             spool_dir=str(workdir),
-            router_port=ports["router"],
-            ingest_port=ports["ingest"],
-            index_port=ports["index"],
-            retrieve_port=ports["retrieve"],
-            index_worker_port=ports["index_worker"],
-            transcode_port=ports["transcode"],
-            ingest_url=f"http://127.0.0.1:{ports['ingest']}",
-            index_url=f"http://127.0.0.1:{ports['index']}",
-            retrieve_url=f"http://127.0.0.1:{ports['retrieve']}",
             viewer_dir=str(viewer_dir),
             log_level="warning",
-            **overrides,  # type: ignore[arg-type]
-        )
-        cluster = Cluster(settings, workdir)
-        try:
-            cluster.start_all()
-            return cluster
-        except RuntimeError:
-            cluster.stop_all()
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+            **overrides,
+        ),
+        workdir,
+    )
 
 
 @dataclass

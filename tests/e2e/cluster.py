@@ -7,17 +7,24 @@ start it again. Logs go to one file per service.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import httpx
 
 from tessera.local._child import child_kwargs
+from tessera.local.processes import free_port
+from tessera.shared.db.migrate import apply_migrations
 from tessera.shared.settings import Settings
 
 COMMANDS: dict[str, str] = {
@@ -112,3 +119,51 @@ class Cluster:
     def log(self, name: str) -> str:
         path = self.workdir / f"{name}.log"
         return path.read_text(errors="replace")[-6000:] if path.exists() else "(no log)"
+
+
+def shard_settings(**values: Any) -> Settings:
+    """Settings of one shard whose services listen on free ports (every ``*_port`` field,
+    health ports included), with the router pointing at them; ``values`` for the rest."""
+    ports = {f.name: free_port() for f in fields(Settings) if f.name.endswith("_port")}
+    ports.update({k: v for k, v in values.items() if k.endswith("_port")})
+    return Settings(
+        **{
+            "ingest_url": f"http://127.0.0.1:{ports['ingest_port']}",
+            "index_url": f"http://127.0.0.1:{ports['index_port']}",
+            "retrieve_url": f"http://127.0.0.1:{ports['retrieve_port']}",
+            **ports,
+            **values,
+        }
+    )
+
+
+def start_cluster(make_settings: Callable[[], Settings], workdir: Path) -> Cluster:
+    """Every service started and ready; retried with new ports, because a free port can
+    be taken by another process before a service binds it."""
+    for attempt in range(3):
+        cluster = Cluster(make_settings(), workdir)
+        try:
+            cluster.start_all()
+            return cluster
+        except RuntimeError:
+            cluster.stop_all()
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+@contextlib.asynccontextmanager
+async def migrated_database(postgres_dsn: str, prefix: str) -> AsyncIterator[str]:
+    """A new database on the test PostgreSQL with the shard schema; dropped after."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(postgres_dsn)
+    await conn.execute(f'CREATE DATABASE "{name}"')
+    await conn.close()
+    dsn = postgres_dsn.rsplit("/", 1)[0] + "/" + name
+    try:
+        await apply_migrations(dsn)
+        yield dsn
+    finally:
+        conn = await asyncpg.connect(postgres_dsn)
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.close()

@@ -9,30 +9,19 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 
-from tessera.local.processes import create_bucket, free_port
-from tessera.shared.db.migrate import apply_migrations
-from tessera.shared.settings import Settings
-from tests.e2e.cluster import Cluster
+from tessera.local.processes import create_bucket
+from tests.e2e.cluster import Cluster, migrated_database, shard_settings, start_cluster
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 
 
 @pytest.fixture(scope="session")
 async def cluster_database(postgres_dsn: str) -> AsyncIterator[str]:
-    name = f"e2e_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(postgres_dsn)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    dsn = postgres_dsn.rsplit("/", 1)[0] + "/" + name
-    await apply_migrations(dsn)
-    yield dsn
-    conn = await asyncpg.connect(postgres_dsn)
-    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await conn.close()
+    async with migrated_database(postgres_dsn, "e2e") as dsn:
+        yield dsn
 
 
 @pytest.fixture(scope="session")
@@ -48,12 +37,8 @@ def cluster(
         region=s3_settings["s3_region"],
     )
     workdir = Path(tempfile.mkdtemp(prefix="tessera-e2e-"))
-    for attempt in range(3):  # a free port can be taken by someone else before we bind it
-        ports = {
-            p: free_port()
-            for p in ("router", "ingest", "index", "retrieve", "index_worker", "transcode")
-        }
-        settings = Settings(
+    c = start_cluster(
+        lambda: shard_settings(
             shard=f"e2e-{uuid.uuid4().hex[:8]}",
             database_url=cluster_database,
             redis_url=redis_url,
@@ -63,25 +48,10 @@ def cluster(
             spool_dir=str(workdir),
             index_timeout=8.0,
             index_claim_idle=2.0,
-            router_port=ports["router"],
-            ingest_port=ports["ingest"],
-            index_port=ports["index"],
-            retrieve_port=ports["retrieve"],
-            index_worker_port=ports["index_worker"],
-            transcode_port=ports["transcode"],
-            ingest_url=f"http://127.0.0.1:{ports['ingest']}",
-            index_url=f"http://127.0.0.1:{ports['index']}",
-            retrieve_url=f"http://127.0.0.1:{ports['retrieve']}",
             log_level="info",
-        )
-        c = Cluster(settings, workdir)
-        try:
-            c.start_all()
-            break
-        except RuntimeError:
-            c.stop_all()
-            if attempt == 2:
-                raise
+        ),
+        workdir,
+    )
     try:
         yield c
     finally:

@@ -21,7 +21,6 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +47,7 @@ from tessera.shared.db.migrate import apply_migrations
 from tessera.shared.http import make_app
 from tessera.shared.settings import Settings
 from tests.conftest import with_database
-from tests.e2e.cluster import Cluster
+from tests.e2e.cluster import Cluster, shard_settings
 from tests.e2e.dicomgen import make_instance, multipart, split_multipart
 
 pytestmark = pytest.mark.slow
@@ -77,22 +76,16 @@ def start_shard(
         secret_access_key=s3_settings["s3_secret_access_key"],
         region=s3_settings["s3_region"],
     )
-    # every listening port of the services (health ports included), free ones
-    ports = {f.name: free_port() for f in fields(Settings) if f.name.endswith("_port")}
-    settings = Settings(
+    settings = shard_settings(
         shard=name,
         database_url=dsn,
         redis_url=redis_url,
         storage_url=f"s3://{bucket}",
         **s3_settings,
-        **ports,
         spool_threshold=256 * 1024,
         spool_dir=str(workdir),
         index_timeout=8.0,
         index_claim_idle=2.0,
-        ingest_url=f"http://127.0.0.1:{ports['ingest_port']}",
-        index_url=f"http://127.0.0.1:{ports['index_port']}",
-        retrieve_url=f"http://127.0.0.1:{ports['retrieve_port']}",
     )
     (workdir / name).mkdir(exist_ok=True)
     return Cluster(settings, workdir / name)
