@@ -14,10 +14,9 @@ Contract with the workers: task ``tessera.transcode.render`` on queue ``transcod
 
 from __future__ import annotations
 
-import asyncio
-
 import celery
 
+from tessera.retrieve.derived import DerivedObjects
 from tessera.retrieve.transcoding import _run_task
 from tessera.shared.rendering import RenderParams
 from tessera.shared.settings import Settings
@@ -33,7 +32,7 @@ class Renderer:
         self.settings = settings
         self.celery_app = celery_app
         self.store = store
-        self._inflight: dict[str, asyncio.Task[str]] = {}
+        self._derived = DerivedObjects(store)
 
     @staticmethod
     def key(storage_key: str, frame_number: int, params: RenderParams) -> str:
@@ -43,21 +42,8 @@ class Renderer:
     async def key_for(self, storage_key: str, frame_number: int, params: RenderParams) -> str:
         """The key of the rendered frame, rendering it first if it is not stored yet."""
         key = self.key(storage_key, frame_number, params)
-        if await self.store.exists(key):
-            return key
-        task = self._inflight.get(key)
-        if task is None:
-            args = (storage_key, frame_number, params.to_dict())
-            what = f"rendering frame {frame_number} as {params.media_type}"
-            task = asyncio.create_task(
-                _run_task(self.settings, self.celery_app, TASK_NAME, args, what)
-            )
-            self._inflight[key] = task
-            task.add_done_callback(lambda t: self._done(key, t))
-        # shielded: a client that goes away does not cancel a rendering others wait for
-        return await asyncio.shield(task)
-
-    def _done(self, key: str, task: asyncio.Task[str]) -> None:
-        self._inflight.pop(key, None)
-        if not task.cancelled():
-            task.exception()  # retrieved here, so an error nobody awaits is not logged twice
+        args = (storage_key, frame_number, params.to_dict())
+        what = f"rendering frame {frame_number} as {params.media_type}"
+        return await self._derived.get(
+            key, lambda: _run_task(self.settings, self.celery_app, TASK_NAME, args, what)
+        )

@@ -21,14 +21,13 @@ workers raise is 500.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
-from typing import Any
 
 import celery
 import celery.exceptions
 import kombu.exceptions
 import redis.exceptions
 
+from tessera.retrieve.derived import DerivedObjects
 from tessera.shared.errors import (
     NotAcceptable,
     NotFound,
@@ -202,7 +201,7 @@ class Transcoder:
         self.settings = settings
         self.celery_app = celery_app
         self.store = store
-        self._inflight: dict[str, asyncio.Task[str]] = {}
+        self._derived = DerivedObjects(store)
 
     async def key_for(self, storage_key: str, stored_ts: str, target_ts: str) -> str:
         """The key of the object to send for ``target_ts`` (the stored one if it matches)."""
@@ -213,7 +212,7 @@ class Transcoder:
                 f"cannot convert transfer syntax {stored_ts} (stored) to {target_ts}"
             )
         key = derived_key(storage_key, target_ts)
-        return await self._derived(
+        return await self._derived.get(
             key, lambda: transcoded_key(self.settings, self.celery_app, storage_key, target_ts)
         )
 
@@ -238,25 +237,9 @@ class Transcoder:
         if location is not None:
             args += (location,)
         what = f"converting frame {frame_number} to {target_ts}"
-        return await self._derived(
+        return await self._derived.get(
             key, lambda: _run_task(self.settings, self.celery_app, FRAME_TASK_NAME, args, what)
         )
-
-    async def _derived(self, key: str, produce: Callable[[], Coroutine[Any, Any, str]]) -> str:
-        if await self.store.exists(key):
-            return key
-        task = self._inflight.get(key)
-        if task is None:
-            task = asyncio.create_task(produce())
-            self._inflight[key] = task
-            task.add_done_callback(lambda t: self._done(key, t))
-        # shielded: a client that goes away does not cancel a conversion others wait for
-        return await asyncio.shield(task)
-
-    def _done(self, key: str, task: asyncio.Task[str]) -> None:
-        self._inflight.pop(key, None)
-        if not task.cancelled():
-            task.exception()  # retrieved here, so an error nobody awaits is not logged twice
 
     def close(self) -> None:
         self.celery_app.close()
