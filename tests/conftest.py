@@ -34,12 +34,12 @@ import pytest
 import redis.asyncio
 
 from tessera.local.processes import (
-    create_bucket,
     docker_available,
     start_postgres,
     start_redis,
     start_s3,
 )
+from tests.buckets import new_bucket
 
 Migrate = Callable[[str], Awaitable[list[str]]]
 
@@ -208,13 +208,5 @@ def s3_settings(_s3: _S3) -> dict[str, str]:
 
 
 @pytest.fixture
-def s3_bucket(_s3: _S3) -> str:
-    name = f"test-{uuid.uuid4().hex[:16]}"
-    create_bucket(
-        _s3.url,
-        name,
-        access_key_id=_s3.access_key_id,
-        secret_access_key=_s3.secret_access_key,
-        region=_s3.region,
-    )
-    return name
+def s3_bucket(s3_settings: dict[str, str]) -> str:
+    return new_bucket(s3_settings, "test")

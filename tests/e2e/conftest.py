@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tessera.local.processes import create_bucket
+from tests.buckets import new_bucket
 from tests.e2e.cluster import Cluster, migrated_database, shard_settings, start_cluster
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -28,14 +28,7 @@ async def cluster_database(postgres_dsn: str) -> AsyncIterator[str]:
 def cluster(
     cluster_database: str, redis_url: str, s3_settings: dict[str, str]
 ) -> Iterator[Cluster]:
-    bucket = f"e2e-{uuid.uuid4().hex[:12]}"
-    create_bucket(
-        s3_settings["s3_endpoint_url"],
-        bucket,
-        access_key_id=s3_settings["s3_access_key_id"],
-        secret_access_key=s3_settings["s3_secret_access_key"],
-        region=s3_settings["s3_region"],
-    )
+    bucket = new_bucket(s3_settings, "e2e")
     workdir = Path(tempfile.mkdtemp(prefix="tessera-e2e-"))
     c = start_cluster(
         lambda: shard_settings(

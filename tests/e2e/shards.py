@@ -33,10 +33,11 @@ import asyncpg
 import httpx
 import pytest
 
-from tessera.local.processes import create_bucket, free_port
+from tessera.local.processes import free_port
 from tessera.router.registry import Registry
 from tessera.shared.db.migrate import apply_migrations
 from tessera.shared.settings import Settings
+from tests.buckets import new_bucket
 from tests.conftest import with_database
 from tests.e2e.cluster import Cluster
 
@@ -150,14 +151,7 @@ class Federation:
         database = await self._new_database("fed_" + name.replace("-", "_"))
         dsn = with_database(self.postgres_dsn, database)
         await apply_migrations(dsn)
-        bucket = f"fed-{name}-{uuid.uuid4().hex[:8]}"
-        create_bucket(
-            self.s3_settings["s3_endpoint_url"],
-            bucket,
-            access_key_id=self.s3_settings["s3_access_key_id"],
-            secret_access_key=self.s3_settings["s3_secret_access_key"],
-            region=self.s3_settings["s3_region"],
-        )
+        bucket = new_bucket(self.s3_settings, f"fed-{name}")
         redis = with_database(self.redis_url, str(db))
         settings = self._settings(
             name, database_url=dsn, redis_url=redis, storage_url=f"s3://{bucket}"

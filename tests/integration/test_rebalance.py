@@ -33,7 +33,7 @@ from pydicom.uid import generate_uid
 from starlette.applications import Starlette
 
 from tessera.local._child import child_kwargs
-from tessera.local.processes import create_bucket, free_port
+from tessera.local.processes import free_port
 from tessera.router import shardctl
 from tessera.router.placement import place
 from tessera.router.proxy import Proxy, open_session
@@ -46,6 +46,7 @@ from tessera.router.shards import Shard, ShardMap
 from tessera.shared.db.migrate import apply_migrations
 from tessera.shared.http import make_app
 from tessera.shared.settings import Settings
+from tests.buckets import new_bucket
 from tests.conftest import with_database
 from tests.e2e.cluster import Cluster, shard_settings
 from tests.e2e.dicomgen import make_instance, multipart, split_multipart
@@ -68,14 +69,7 @@ def start_shard(
     name: str, dsn: str, redis_url: str, s3_settings: dict[str, str], workdir: Path
 ) -> Cluster:
     """One shard (not started: :func:`start_services`), on a bucket of its own."""
-    bucket = f"{name}-{uuid.uuid4().hex[:10]}"
-    create_bucket(
-        s3_settings["s3_endpoint_url"],
-        bucket,
-        access_key_id=s3_settings["s3_access_key_id"],
-        secret_access_key=s3_settings["s3_secret_access_key"],
-        region=s3_settings["s3_region"],
-    )
+    bucket = new_bucket(s3_settings, name)
     settings = shard_settings(
         shard=name,
         database_url=dsn,

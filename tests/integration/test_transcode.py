@@ -14,7 +14,6 @@ import hashlib
 import io
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,13 +26,13 @@ import pytest
 import redis
 from celery.contrib.testing.worker import start_worker
 
-from tessera.local.processes import create_bucket
 from tessera.shared.errors import NotAcceptable, ObjectNotFound, UnsupportedTransferSyntax
 from tessera.shared.settings import Settings
 from tessera.shared.storage import ObjectStore, derived_key, instance_key, open_store
 from tessera.transcode import convert
 from tessera.transcode.celery_app import TranscodeCelery, create_app
 from tessera.transcode.tasks import TASK_NAME
+from tests.buckets import new_bucket
 
 CORPUS = Path(__file__).parents[1] / "data" / "corpus" / "TransferSyntaxes"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -82,14 +81,7 @@ def worker(
         storage["storage_url"] = tmp_path_factory.mktemp("objects").as_uri()
     else:
         s3: dict[str, str] = request.getfixturevalue("s3_settings")
-        bucket = f"transcode-{uuid.uuid4().hex[:12]}"
-        create_bucket(
-            s3["s3_endpoint_url"],
-            bucket,
-            access_key_id=s3["s3_access_key_id"],
-            secret_access_key=s3["s3_secret_access_key"],
-            region=s3["s3_region"],
-        )
+        bucket = new_bucket(s3, "transcode")
         storage = {**s3, "storage_url": f"s3://{bucket}/objects"}
     settings = Settings.from_env({}, redis_url=url, **storage)
     app = create_app(settings)
