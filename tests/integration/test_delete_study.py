@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from tessera.index.app import create_app
-from tessera.index.delete import study_digest
 from tessera.index.writer import index_instances
+from tessera.shared.index_internal import study_digest
 from tessera.shared.settings import Settings
 from tessera.shared.storage import (
     derived_frame_key,

@@ -16,9 +16,10 @@ from starlette.applications import Starlette
 
 from tessera.index.writer import index_instances
 from tessera.retrieve.context import Context
-from tessera.retrieve.transcoding import FRAME_TASK_NAME, celery_client
 from tessera.shared.settings import Settings
 from tessera.shared.storage import derived_frame_key, instance_key, open_store
+from tessera.shared.transcode import FrameRequest
+from tessera.shared.transcode.client import TranscodeClient
 from tessera.transcode import frames as frames_task
 from tests.integration.frames_setup import (
     IGNORE_SETEX,
@@ -184,19 +185,12 @@ async def test_identical_frame_decodes_run_once(worker, monkeypatch):
     store = open_store(worker)
     await store.put_bytes(key, data)
     await store.delete(derived_frame_key(key, 7, EVRLE))
-    sender = celery_client(worker)
-
-    def run() -> object:
-        result = sender.send_task(FRAME_TASK_NAME, args=(key, 7, EVRLE), queue="transcode")
-        try:
-            return result.get(timeout=60)
-        finally:
-            result.forget()
-
+    sender = TranscodeClient(worker)
+    request = FrameRequest(key, 7, EVRLE)
     try:
-        keys = await asyncio.gather(asyncio.to_thread(run), asyncio.to_thread(run))
+        keys = await asyncio.gather(sender.key_of(request), sender.key_of(request))
         assert keys == [derived_frame_key(key, 7, EVRLE)] * 2
-        assert await asyncio.to_thread(run) == keys[0]
+        assert await sender.key_of(request) == keys[0]
         assert await store.get_bytes(keys[0]) == decoded(read(CINE), 7)
     finally:
         sender.close()

@@ -29,9 +29,10 @@ from celery.contrib.testing.worker import start_worker
 from tessera.shared.errors import NotAcceptable, ObjectNotFound, UnsupportedTransferSyntax
 from tessera.shared.settings import Settings
 from tessera.shared.storage import ObjectStore, derived_key, instance_key, open_store
+from tessera.shared.transcode import TRANSCODE_TASK as TASK_NAME
+from tessera.shared.transcode import TranscodeRequest
 from tessera.transcode import convert
 from tessera.transcode.celery_app import TranscodeCelery, create_app
-from tessera.transcode.tasks import TASK_NAME
 from tests.buckets import new_bucket
 
 CORPUS = Path(__file__).parents[1] / "data" / "corpus" / "TransferSyntaxes"
@@ -55,7 +56,9 @@ class Worker:
 
     def run(self, storage_key: str, target_ts: str) -> str:
         """Send the task by name and wait for its result (blocking)."""
-        result = self.app.send_task(TASK_NAME, args=(storage_key, target_ts))
+        result = self.app.send_task(
+            TASK_NAME, args=(TranscodeRequest(storage_key, target_ts).to_json(),)
+        )
         try:
             value = result.get(timeout=WAIT)
         finally:

@@ -33,9 +33,10 @@ from tessera.shared.messages import IndexInstance, IndexJob
 from tessera.shared.queue import IndexConsumer, IndexQueue, reply_key
 from tessera.shared.settings import Settings
 from tessera.shared.storage import instance_key, open_store
+from tessera.shared.transcode import TRANSCODE_TASK as TASK_NAME
+from tessera.shared.transcode import TranscodeRequest, queue_name
 from tessera.transcode.celery_app import create_app as create_transcode_app
 from tessera.transcode.health import queue_families as transcode_queue_families
-from tessera.transcode.tasks import TASK_NAME
 
 CORPUS = Path(__file__).parents[1] / "data" / "corpus" / "TransferSyntaxes"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -192,7 +193,7 @@ async def test_transcode_worker_counts_tasks_of_its_prefork_children(
     app = create_transcode_app(settings)
     try:
         for _ in range(2):
-            result = app.send_task(TASK_NAME, args=(key, IMPLICIT_LE))
+            result = app.send_task(TASK_NAME, args=(TranscodeRequest(key, IMPLICIT_LE).to_json(),))
             derived = await asyncio.to_thread(result.get, timeout=60)
             result.forget()
             assert isinstance(derived, str) and derived != key
@@ -216,9 +217,11 @@ async def test_transcode_queue_depth_is_the_length_of_the_broker_queue(redis_url
     client = aioredis.from_url(url_db)
     try:
         await client.flushdb()
-        await client.lpush("transcode", "a", "b")
-        await client.lpush("transcode\x06\x163", "c")  # kombu's list for priority 3
-        families = await transcode_queue_families(Settings(redis_url=url_db))
+        queue = queue_name("shard-7")
+        await client.lpush(queue, "a", "b")
+        await client.lpush(f"{queue}\x06\x163", "c")  # kombu's list for priority 3
+        await client.lpush(queue_name("shard-8"), "another shard's")
+        families = await transcode_queue_families(Settings(redis_url=url_db, shard="shard-7"))
         assert [f.samples[0].value for f in families] == [3]
     finally:
         await client.flushdb()

@@ -27,7 +27,6 @@ from tessera.retrieve.negotiation import (
     PartNegotiation,
     compressed_media_type,
 )
-from tessera.retrieve.transcoding import can_transcode_frame
 from tessera.shared.dicomfile import parse_instance
 from tessera.shared.dicomjson import quiet_pydicom
 from tessera.shared.errors import BadRequest, NotFound, UnsupportedTransferSyntax
@@ -36,7 +35,8 @@ from tessera.shared.mediatypes import parse_accept
 from tessera.shared.refs import InstanceRef, SeriesRef
 from tessera.shared.settings import Settings
 from tessera.shared.storage import LocalStore
-from tessera.transcode.frame_source import FrameLocation, read_frame_dataset
+from tessera.shared.transcode import FrameLocation, can_transcode_frame
+from tessera.transcode.frame_source import read_frame_dataset
 from tessera.transcode.frames import decode_frame
 
 CORPUS = Path(__file__).parents[1] / "data" / "corpus"

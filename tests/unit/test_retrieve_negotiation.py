@@ -16,15 +16,15 @@ from tessera.retrieve.negotiation import (
     compressed_media_type,
     metadata_media_type,
 )
-from tessera.retrieve.transcoding import (
+from tessera.shared.errors import NotAcceptable, TesseraError
+from tessera.shared.mediatypes import parse_accept
+from tessera.shared.transcode import (
     COMPRESSED_TARGETS,
     FRAME_TARGETS,
     TARGETS,
     can_transcode,
     can_transcode_frame,
 )
-from tessera.shared.errors import NotAcceptable, TesseraError
-from tessera.shared.mediatypes import parse_accept
 
 EVRLE = "1.2.840.10008.1.2.1"
 JPEG = "1.2.840.10008.1.2.4.50"
@@ -86,7 +86,7 @@ def test_reasons_name_what_was_asked_and_what_is_stored():
 
 
 def test_retrieve_asks_for_what_transcode_encodes():
-    """Retrieve cannot import transcode; its list of targets must still be the codecs'."""
+    """The contract's targets (tessera.shared.transcode) are exactly the codecs'."""
     from tessera.transcode.codecs import CODECS
 
     assert frozenset(CODECS) == COMPRESSED_TARGETS

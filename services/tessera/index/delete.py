@@ -41,11 +41,7 @@ job) treats 404 as "already done".
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import logging
-import shutil
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import asyncpg
@@ -54,12 +50,17 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tessera.shared.errors import BadRequest, NotFound, TesseraError
+from tessera.shared.index_internal import (
+    INSTANCES_PATH,
+    MAX_PAGE,
+    STUDIES_PATH,
+    STUDY_PATH,
+    study_digest,
+)
 from tessera.shared.refs import check_uid
-from tessera.shared.storage import LocalStore, ObjectStore, open_store
+from tessera.shared.storage import ObjectStore, open_store
 
 log = logging.getLogger(__name__)
-
-MAX_PAGE = 10000
 
 
 class PreconditionFailed(TesseraError):
@@ -75,14 +76,6 @@ class StoredInstance:
     sha256: str
     size: int
     storage_key: str
-
-
-def study_digest(pairs: Iterable[tuple[str, str]]) -> str:
-    """SHA-256 of the sorted ``SOPInstanceUID TAB sha256 LF`` lines of a study."""
-    h = hashlib.sha256()
-    for sop, sha in sorted(pairs):
-        h.update(f"{sop}\t{sha}\n".encode())
-    return h.hexdigest()
 
 
 async def study_instances(
@@ -164,37 +157,9 @@ async def delete_objects(
     for inst in instances:
         if inst.storage_key in back:
             continue
-        await store.delete(inst.storage_key)
-        stem = inst.storage_key.rsplit("/", 1)[-1].removesuffix(".dcm")
-        for prefix in (f"derived/{stem}/", f"rendered/{stem}/"):
-            await delete_prefix(store, prefix)
+        await store.delete_instance(inst.storage_key)
         deleted += 1
     return deleted
-
-
-async def delete_prefix(store: ObjectStore, prefix: str) -> None:
-    """Delete every object whose key starts with ``prefix`` (a folder-like ``a/b/``).
-
-    The :class:`ObjectStore` interface has no listing, so this knows its two backends:
-    a local folder is removed as a tree, an S3 bucket is listed by prefix and deleted in
-    batches of 1000 (the DeleteObjects limit). Any other store keeps its caches."""
-    if isinstance(store, LocalStore):
-        path = store.root / prefix
-        await asyncio.to_thread(shutil.rmtree, path, True)
-        return
-    from tessera.shared.storage.s3 import S3Store
-
-    if not isinstance(store, S3Store):
-        log.warning("cannot list %s in %s: cached objects kept", prefix, type(store).__name__)
-        return
-    s3 = await store._s3()
-    paginator = s3.get_paginator("list_objects_v2")
-    async for page in paginator.paginate(Bucket=store.bucket, Prefix=store._k(prefix)):
-        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-        for start in range(0, len(keys), 1000):
-            await s3.delete_objects(
-                Bucket=store.bucket, Delete={"Objects": keys[start : start + 1000], "Quiet": True}
-            )
 
 
 def _store(request: Request) -> ObjectStore:
@@ -282,7 +247,7 @@ async def list_instances(request: Request) -> Response:
 
 def routes() -> list[Route]:
     return [
-        Route("/internal/studies", list_studies, methods=["GET"]),
-        Route("/internal/studies/{study}/instances", list_instances, methods=["GET"]),
-        Route("/studies/{study}", delete_study, methods=["DELETE"]),
+        Route(STUDIES_PATH, list_studies, methods=["GET"]),
+        Route(INSTANCES_PATH, list_instances, methods=["GET"]),
+        Route(STUDY_PATH, delete_study, methods=["DELETE"]),
     ]

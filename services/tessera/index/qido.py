@@ -31,7 +31,6 @@ which level follows the operator's ``TESSERA_QIDO_EXTRA_ATTRIBUTES`` (``app.stat
 
 from __future__ import annotations
 
-import re
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -39,6 +38,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tessera.shared.accept import requested_accept
 from tessera.shared.errors import NotAcceptable
 from tessera.shared.http import DICOM_JSON, public_base_url
 from tessera.shared.mediatypes import parse_accept
@@ -50,14 +50,11 @@ from tessera.shared.refs import check_uid
 from tessera.shared.settings import Settings
 
 _OFFERS = (DICOM_JSON, "application/json")
-_PLUS = re.compile(r"(?<=\w) (?=json\b|xml\b)")
 
 
 def negotiate(request: Request) -> str:
     """The media type to answer with (PS3.18 8.7, RFC 9110 12.5.1); NotAcceptable if none."""
-    # in a query string an unescaped '+' decodes as ' ': "application/dicom json"
-    params = [_PLUS.sub("+", v) for v in request.query_params.getlist("accept")]
-    header = ", ".join(params) or request.headers.get("accept")
+    header = requested_accept(request)
     ranges = parse_accept(header)
     best: tuple[float, str] | None = None
     for offer in _OFFERS:

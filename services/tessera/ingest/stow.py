@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tessera.shared import metrics
+from tessera.shared.accept import requested_accept
 from tessera.shared.dicomfile import ParsedInstance, parse_instance
 from tessera.shared.errors import InvalidInstance, MultipartError, NotAcceptable
 from tessera.shared.http import DicomJSONResponse, public_base_url
@@ -78,7 +79,7 @@ class StoreInstances:
         study_uid = request.path_params.get("study")
         if study_uid is not None:
             check_uid(study_uid, "StudyInstanceUID")
-        _check_accept(request.headers.get("accept"))
+        _check_accept(requested_accept(request))
         content_type = request.headers.get("content-type", "")
         check_content_type(content_type)
 

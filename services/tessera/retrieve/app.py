@@ -28,11 +28,12 @@ from starlette.applications import Starlette
 from tessera.retrieve import bulkdata, frames, instances, metadata, rendered, wado_uri
 from tessera.retrieve.context import Context
 from tessera.retrieve.renderer import Renderer
-from tessera.retrieve.transcoding import Transcoder, celery_client
+from tessera.retrieve.transcoding import Transcoder
 from tessera.shared.db.pool import create_pool
 from tessera.shared.http import make_app
 from tessera.shared.settings import Settings
 from tessera.shared.storage import open_store
+from tessera.shared.transcode.client import TranscodeClient
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -42,8 +43,9 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         pool = await create_pool(settings.database_url)
         store = open_store(settings)
-        transcoder = Transcoder(settings, celery_client(settings), store)
-        renderer = Renderer(settings, transcoder.celery_app, store)
+        client = TranscodeClient(settings)
+        transcoder = Transcoder(client, store)
+        renderer = Renderer(client, store)
         ctx = Context(settings, pool, store, transcoder, renderer=renderer)
         app.state.retrieve = state["ctx"] = ctx
         try:

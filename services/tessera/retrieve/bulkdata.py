@@ -67,19 +67,17 @@ from starlette.routing import Route
 
 from tessera.retrieve.caching import cache_headers, entity_tag, matches, not_modified
 from tessera.retrieve.context import Context, context
-from tessera.retrieve.negotiation import PartNegotiation, accept_ranges
+from tessera.retrieve.negotiation import PartNegotiation
 from tessera.retrieve.queries import StoredInstance, stored_instances, target_of
 from tessera.retrieve.ranges import ByteRange, NotSatisfiable, requested_ranges
 from tessera.retrieve.streaming import OpenedPart, PartPipeline, open_part
-from tessera.retrieve.transcoding import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN as DEFLATED
-from tessera.retrieve.transcoding import (
-    EXPLICIT_VR_BIG_ENDIAN,
-    EXPLICIT_VR_LITTLE_ENDIAN,
-)
+from tessera.shared.accept import accept_ranges
 from tessera.shared.dicomjson import parse_tag_path, quiet_pydicom, resolve_tag_path
 from tessera.shared.errors import NotFound, ObjectNotFound, TesseraError
 from tessera.shared.multipart import PartOut, multipart_content_type, write_parts
 from tessera.shared.refs import InstanceRef
+from tessera.shared.transcode.syntaxes import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN as DEFLATED
+from tessera.shared.transcode.syntaxes import EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN
 
 PART_TYPE = "application/octet-stream"
 PIXEL_DATA = 0x7FE00010

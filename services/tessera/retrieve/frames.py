@@ -39,18 +39,16 @@ from starlette.routing import Route
 from tessera.retrieve.bulkdata import until_sequence_delimiter
 from tessera.retrieve.caching import cache_headers, entity_tag, matches, not_modified
 from tessera.retrieve.context import Context, context
-from tessera.retrieve.negotiation import COMPRESSED_MEDIA_TYPES, PartNegotiation, accept_ranges
+from tessera.retrieve.negotiation import COMPRESSED_MEDIA_TYPES, PartNegotiation
 from tessera.retrieve.queries import StoredInstance, stored_instances, target_of
 from tessera.retrieve.streaming import OpenedPart, PartPipeline, open_part
-from tessera.retrieve.transcoding import (
-    EXPLICIT_VR_BIG_ENDIAN,
-    EXPLICIT_VR_LITTLE_ENDIAN,
-    can_transcode_frame,
-)
+from tessera.shared.accept import accept_ranges
 from tessera.shared.errors import BadRequest, NotFound, ObjectNotFound, TesseraError
 from tessera.shared.frameindex import FrameRange, frame_range
 from tessera.shared.multipart import multipart_content_type, new_boundary
 from tessera.shared.refs import InstanceRef
+from tessera.shared.transcode import FrameLocation, can_transcode_frame
+from tessera.shared.transcode.syntaxes import EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN
 
 PART_TYPE = "application/octet-stream"
 MAX_FRAMES_PER_REQUEST = 10_000
@@ -178,22 +176,17 @@ async def open_frame(ctx: Context, source: FrameSource, n: int, ts: str, **part:
         ) from None
 
 
-def frame_location(source: FrameSource, n: int) -> dict[str, int] | None:
+def frame_location(source: FrameSource, n: int) -> FrameLocation | None:
     """Where transcode finds encapsulated frame ``n`` to decode it without reading the
     whole object: the Pixel Data value's offset (the attributes are the bytes before it)
-    and the frame's range (``tessera.transcode.frame_source.FrameLocation``)."""
+    and the frame's range."""
     pixel = source.pixel
     if not pixel.get("encapsulated") or pixel.get("deflated"):
         return None
     where = frame_range(pixel, n)
     if where is None:
         return None
-    return {
-        "header": int(pixel["offset"]),
-        "offset": where.offset,
-        "length": where.length,
-        "items": where.items,
-    }
+    return FrameLocation(int(pixel["offset"]), where.offset, where.length, where.items)
 
 
 def _values(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -21,13 +21,14 @@ from starlette.routing import Route
 
 from tessera.retrieve.caching import cache_headers, entity_tag, matches, not_modified
 from tessera.retrieve.context import context
-from tessera.retrieve.negotiation import PartNegotiation, accept_ranges
+from tessera.retrieve.negotiation import PartNegotiation
 from tessera.retrieve.queries import StoredInstance, stored_instances, target_of
 from tessera.retrieve.streaming import OpenedPart, PartPipeline, missing_objects, open_part
-from tessera.retrieve.transcoding import can_transcode
+from tessera.shared.accept import accept_ranges
 from tessera.shared.errors import NotAcceptable, ObjectNotFound, TesseraError
 from tessera.shared.multipart import multipart_content_type, new_boundary
 from tessera.shared.storage import ObjectStore
+from tessera.shared.transcode import can_transcode
 
 PART_TYPE = "application/dicom"
 

@@ -25,8 +25,9 @@ from starlette.routing import Route
 
 from tessera.retrieve.caching import cache_headers, entity_tag, matches, not_modified
 from tessera.retrieve.context import context
-from tessera.retrieve.negotiation import accept_ranges, metadata_media_type
+from tessera.retrieve.negotiation import metadata_media_type
 from tessera.retrieve.queries import instance_digests, metadata_rows, target_of
+from tessera.shared.accept import accept_ranges
 
 _RELATIVE = b'"BulkDataURI":"/'
 _BATCH = 256 * 1024  # bytes handed to the server at once

@@ -23,7 +23,7 @@ client named, or for a wildcard with the Transfer Syntax's own type
 (:data:`COMPRESSED_MEDIA_TYPES`; native pixel data is octet-stream).
 
 Instances (``application/dicom``, Table 8.7.3-2) can be asked in any Transfer Syntax the
-transcode service makes (:data:`~tessera.retrieve.transcoding.TARGETS`: the native and
+transcode service makes (:data:`~tessera.shared.transcode.syntaxes.TARGETS`: the native and
 compressed ones of PS3.5 Annex A it has an encoder for); whether the pixels fit the
 target (8-bit for JPEG Baseline...) only the worker knows, and it answers 406 if not.
 
@@ -37,24 +37,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from starlette.requests import Request
-
-from tessera.retrieve.transcoding import EXPLICIT_VR_LITTLE_ENDIAN
 from tessera.shared.errors import BadRequest, NotAcceptable
 from tessera.shared.http import DICOM_JSON
-from tessera.shared.mediatypes import AcceptRange, parse_accept, parse_media_type
+from tessera.shared.mediatypes import AcceptRange, parse_media_type
+from tessera.shared.transcode.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 
 DEFAULT_TRANSFER_SYNTAX = EXPLICIT_VR_LITTLE_ENDIAN
 ANY = "*"
-
-
-def accept_ranges(request: Request) -> list[AcceptRange]:
-    """The request's acceptable media types, best first (PS3.18 8.3.3.1, 8.7.5)."""
-    values = request.query_params.getlist("accept")
-    ranges = parse_accept(", ".join(values) if values else request.headers.get("accept"))
-    if not ranges:
-        raise NotAcceptable("the Accept header has no valid media range")
-    return ranges
 
 
 def describe(ranges: Iterable[AcceptRange]) -> str:

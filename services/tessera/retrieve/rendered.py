@@ -34,11 +34,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tessera.retrieve.context import Context, context
-from tessera.retrieve.negotiation import accept_ranges
 from tessera.retrieve.queries import target_of
 from tessera.retrieve.render_params import choose_media_type, not_acceptable, rendering_query
 from tessera.retrieve.renderables import Renderable, renderables, representative
 from tessera.retrieve.streaming import ClosingStreamingResponse, OpenedPart, PartPipeline, open_part
+from tessera.shared.accept import accept_ranges
 from tessera.shared.errors import BadRequest, NotAcceptable, NotFound, ObjectNotFound, TesseraError
 from tessera.shared.multipart import multipart_content_type, new_boundary
 from tessera.shared.refs import InstanceRef

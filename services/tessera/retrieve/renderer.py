@@ -2,35 +2,27 @@
 
 Like :class:`~tessera.retrieve.transcoding.Transcoder`: the rendering's key
 (:func:`~tessera.shared.storage.rendered_key`) is checked in storage first; only when it
-is missing is the task sent, by name, and waited for in a thread, off the event loop
-(:func:`~tessera.retrieve.transcoding._run_task`, which also maps the failures: the queue
-down or no result in time is 503, a rendering the workers refuse is 406, a stored object
-they cannot find and anything else is 500). Identical requests in this process share
-one task.
-
-Contract with the workers: task ``tessera.transcode.render`` on queue ``transcode``, args
-``(storage_key, frame_number, RenderParams.to_dict())``, result the rendered key.
+is missing is a :class:`~tessera.shared.transcode.RenderRequest` sent through the shared
+:class:`~tessera.shared.transcode.client.TranscodeClient` (which maps the failures: the
+queue down or no result in time is 503, a rendering the workers refuse is 406, a stored
+object they cannot find and anything else is 500). Identical requests in this process
+share one task.
 """
 
 from __future__ import annotations
 
-import celery
-
 from tessera.retrieve.derived import DerivedObjects
-from tessera.retrieve.transcoding import _run_task
 from tessera.shared.rendering import RenderParams
-from tessera.shared.settings import Settings
 from tessera.shared.storage import ObjectStore, rendered_key
-
-TASK_NAME = "tessera.transcode.render"
+from tessera.shared.transcode import RenderRequest
+from tessera.shared.transcode.client import TranscodeClient
 
 
 class Renderer:
     """Rendered keys for a retrieve app: storage cache first, one task per key in flight."""
 
-    def __init__(self, settings: Settings, celery_app: celery.Celery, store: ObjectStore) -> None:
-        self.settings = settings
-        self.celery_app = celery_app
+    def __init__(self, client: TranscodeClient, store: ObjectStore) -> None:
+        self.client = client
         self.store = store
         self._derived = DerivedObjects(store)
 
@@ -41,9 +33,6 @@ class Renderer:
 
     async def key_for(self, storage_key: str, frame_number: int, params: RenderParams) -> str:
         """The key of the rendered frame, rendering it first if it is not stored yet."""
+        request = RenderRequest(storage_key, frame_number, params)
         key = self.key(storage_key, frame_number, params)
-        args = (storage_key, frame_number, params.to_dict())
-        what = f"rendering frame {frame_number} as {params.media_type}"
-        return await self._derived.get(
-            key, lambda: _run_task(self.settings, self.celery_app, TASK_NAME, args, what)
-        )
+        return await self._derived.get(key, lambda: self.client.key_of(request))

@@ -34,11 +34,13 @@ from tessera.retrieve.render_params import choose_media_type, integer, not_accep
 from tessera.retrieve.renderables import Renderable, renderables
 from tessera.retrieve.rendered import single
 from tessera.retrieve.streaming import ClosingStreamingResponse, open_part
-from tessera.retrieve.transcoding import EXPLICIT_VR_LITTLE_ENDIAN, TARGETS, can_transcode
+from tessera.shared.accept import requested_accept
 from tessera.shared.errors import BadRequest, NotAcceptable, ObjectNotFound, TesseraError
 from tessera.shared.mediatypes import parse_accept
 from tessera.shared.refs import InstanceRef, check_uid
 from tessera.shared.rendering import DEFAULT_QUALITY, Region, RenderParams, Viewport, Window
+from tessera.shared.transcode import TARGETS, can_transcode
+from tessera.shared.transcode.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 
 DICOM = "application/dicom"
 MAX_SIDE = 1 << 30  # Viewport refuses what is too large, with a clearer message
@@ -139,10 +141,11 @@ async def wado_uri(request: Request) -> Response:
     """Retrieve DICOM Instance or Retrieve Rendered Instance (PS3.18 9.4, 9.5)."""
     ctx = context(request)
     (inst,) = await renderables(ctx.pool, instance_of(request))
-    content_type = one(request.query_params, "contentType")
-    ranges = parse_accept(content_type if content_type else request.headers.get("accept"))
+    one(request.query_params, "contentType")  # at most one (PS3.18 9.1.2.1)
+    requested = requested_accept(request, "contentType")
+    ranges = parse_accept(requested)
     if not ranges:
-        raise BadRequest(f"contentType / Accept {content_type!r} has no valid media type")
+        raise BadRequest(f"contentType / Accept {requested!r} has no valid media type")
     offers = (*inst.offers, DICOM)
     chosen = choose_media_type(ranges, offers)
     if chosen is None:

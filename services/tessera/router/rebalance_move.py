@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from tempfile import SpooledTemporaryFile
@@ -45,6 +45,9 @@ from typing import Any
 import httpx
 
 from tessera.router.shards import Shard
+from tessera.shared.index_internal import IndexCallError, IndexInternalClient, study_digest
+from tessera.shared.index_internal import ListedInstance as Listed
+from tessera.shared.index_internal import StudyChanged as Changed
 from tessera.shared.multipart import new_boundary, read_parts
 from tessera.shared.settings import GIB, MIB
 
@@ -62,22 +65,15 @@ class MoveError(Exception):
     it stays on its source, the job records why."""
 
 
-@dataclass(frozen=True)
-class Listed:
-    """One instance as a shard's index holds it."""
-
-    sop: str
-    series: str
-    sha256: str
-    size: int
-
-
 class ShardClient:
-    """The calls a rebalance makes to one shard's services, directly (not via a router)."""
+    """The calls a rebalance makes to one shard's services, directly (not via a router):
+    its index's internal routes (:class:`~tessera.shared.index_internal.IndexInternalClient`),
+    WADO-RS from its retrieve, STOW-RS to its ingest."""
 
     def __init__(self, client: httpx.AsyncClient, shard: Shard) -> None:
         self.client = client
         self.shard = shard
+        self.index = IndexInternalClient(client, shard.index_url)
 
     @property
     def name(self) -> str:
@@ -85,41 +81,25 @@ class ShardClient:
 
     async def studies(self, page: int = 1000) -> AsyncIterator[list[tuple[str, int]]]:
         """Every study on the shard as pages of (StudyInstanceUID, instances), by key."""
-        after = 0
-        while True:
-            r = await self.client.get(
-                self.shard.index_url.rstrip("/") + "/internal/studies",
-                params={"after": after, "limit": page},
-            )
-            _check(r, f"listing the studies of {self.name}")
-            rows = r.json()["studies"]
-            if not rows:
-                return
-            yield [(uid, n) for _, uid, n in rows]
-            after = rows[-1][0]
+        try:
+            async for rows in self.index.studies(page):
+                yield rows
+        except IndexCallError as e:
+            raise MoveError(f"listing the studies of {self.name}: {e}") from None
 
     async def instances(self, study: str) -> dict[str, Listed]:
-        url = f"{self.shard.index_url.rstrip('/')}/internal/studies/{study}/instances"
-        r = await self.client.get(url)
-        _check(r, f"listing study {study} on {self.name}")
-        return {
-            i["sop"]: Listed(i["sop"], i["series"], i["sha256"], i["size"])
-            for i in r.json()["instances"]
-        }
+        try:
+            return await self.index.instances(study)
+        except IndexCallError as e:
+            raise MoveError(f"listing study {study} on {self.name}: {e}") from None
 
     async def delete(self, study: str, digest: str) -> bool:
         """Delete the study if it holds what ``digest`` says; False if it was gone (404).
         Raises :class:`Changed` on 412."""
-        r = await self.client.delete(
-            f"{self.shard.index_url.rstrip('/')}/studies/{study}",
-            headers={"If-Match": f'"{digest}"'},
-        )
-        if r.status_code == 404:
-            return False
-        if r.status_code == 412:
-            raise Changed(r.text)
-        _check(r, f"deleting study {study} on {self.name}")
-        return True
+        try:
+            return await self.index.delete_study(study, digest)
+        except IndexCallError as e:
+            raise MoveError(f"deleting study {study} on {self.name}: {e}") from None
 
     async def fetch(
         self, url_path: str
@@ -170,20 +150,6 @@ class ShardClient:
             _check(r, f"storing study {study} on {self.name}")
         failed = r.json().get("00081198", {}).get("Value", [])
         return [f"{_value(f, '00081155')}: failure reason {_value(f, '00081197')}" for f in failed]
-
-
-def study_digest(pairs: Iterable[tuple[str, str]]) -> str:
-    """SHA-256 of the sorted ``SOPInstanceUID TAB sha256 LF`` lines of a study: the
-    ``If-Match`` value of the index's internal DELETE (the same definition as
-    ``tessera.index.delete.study_digest``; services do not import each other)."""
-    h = hashlib.sha256()
-    for sop, sha in sorted(pairs):
-        h.update(f"{sop}\t{sha}\n".encode())
-    return h.hexdigest()
-
-
-class Changed(Exception):
-    """The source study changed after it was verified (DELETE answered 412)."""
 
 
 def _value(item: dict[str, Any], tag: str) -> Any:

@@ -1,4 +1,4 @@
-"""``python -m tessera.transcode``: a transcode worker on the ``transcode`` queue.
+"""``python -m tessera.transcode``: a transcode worker on its shard's queue.
 
 Prefork pool, two processes: decoding is CPU-bound and much of pydicom/numpy holds the
 GIL, so threads would not run conversions in parallel; a crash in a C decoder takes down
@@ -26,8 +26,9 @@ def main() -> None:
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
 
     from tessera.shared.metrics import clear_multiprocess_dir
+    from tessera.shared.transcode import queue_name
     from tessera.transcode import health
-    from tessera.transcode.celery_app import QUEUE, app
+    from tessera.transcode.celery_app import app
 
     clear_multiprocess_dir(folder)
     health.install(app)
@@ -37,7 +38,7 @@ def main() -> None:
             f"--loglevel={app.tessera_settings.log_level.upper()}",
             "--concurrency=2",
             "--pool=prefork",
-            f"--queues={QUEUE}",
+            f"--queues={queue_name(app.tessera_settings.shard)}",
             "--hostname=transcode@%h",
         ]
     )

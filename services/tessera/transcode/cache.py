@@ -21,6 +21,7 @@ from redis.exceptions import LockError
 
 from tessera.shared.settings import Settings
 from tessera.shared.storage import ObjectStore, open_store
+from tessera.shared.transcode import lock_name
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +33,6 @@ LOCK_TIMEOUT = 600
 Make = Callable[[ObjectStore], Awaitable[bytes | str]]
 
 
-def lock_name(derived: str) -> str:
-    return f"tessera:transcode:{derived}"
-
-
 async def produce_once(settings: Settings, key: str, make: Make) -> str:
     """``key`` once the object under it exists, made by ``make`` if it did not."""
     store = open_store(settings)
@@ -44,7 +41,9 @@ async def produce_once(settings: Settings, key: str, make: Make) -> str:
         if await store.exists(key):
             return key
         lock = redis.lock(
-            lock_name(key), timeout=LOCK_TIMEOUT, blocking_timeout=settings.transcode_timeout
+            lock_name(settings.shard, key),
+            timeout=LOCK_TIMEOUT,
+            blocking_timeout=settings.transcode_timeout,
         )
         locked = await lock.acquire()
         if not locked:

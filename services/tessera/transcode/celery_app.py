@@ -8,9 +8,8 @@ with WorkerLostError and the retrieve that asked answers with an error, instead 
 same file killing worker after worker forever. A time limit bounds a decoder that hangs.
 Results live an hour; the caller reads its result once and forgets it.
 
-Callers send by name, without importing this package: tasks
-``tessera.transcode.to_transfer_syntax`` and ``tessera.transcode.render`` on queue
-``transcode``.
+Callers send by name, without importing this package: the task names, the shard's
+queue and the request types are the contract in :mod:`tessera.shared.transcode`.
 """
 
 from __future__ import annotations
@@ -18,8 +17,7 @@ from __future__ import annotations
 from celery import Celery
 
 from tessera.shared.settings import Settings
-
-QUEUE = "transcode"
+from tessera.shared.transcode import queue_name
 
 
 class TranscodeCelery(Celery):
@@ -46,7 +44,7 @@ def create_app(settings: Settings) -> TranscodeCelery:
         task_time_limit=max(int(settings.transcode_timeout * 2), 30),
         worker_prefetch_multiplier=1,
         result_expires=3600,
-        task_default_queue=QUEUE,
+        task_default_queue=queue_name(settings.shard),
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],

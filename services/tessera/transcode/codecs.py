@@ -70,6 +70,7 @@ from pydicom.uid import (
 )
 
 from tessera.shared.errors import UnsupportedTransferSyntax
+from tessera.shared.transcode import COMPRESSED_TARGETS
 
 JPEG_QUALITY = 95  # libjpeg quality for .50 and .51
 JLS_NEAR = 2  # JPEG-LS NEAR parameter: no sample differs by more than this
@@ -309,6 +310,13 @@ CODECS: dict[str, Codec] = {
         _codec(RLELossless, "image/dicom-rle", "8.2.2-1", "RGB", _pydicom()),
     )
 }
+# Retrieve negotiates against the contract's list (tessera.shared.transcode.syntaxes):
+# a worker whose encoders differ from it must not start.
+if frozenset(CODECS) != COMPRESSED_TARGETS:
+    raise ImportError(
+        "the transcode encoders differ from tessera.shared.transcode COMPRESSED_TARGETS:"
+        f" {sorted(frozenset(CODECS) ^ COMPRESSED_TARGETS)}"
+    )
 
 
 def encode_frame(frame: np.ndarray, fmt: PixelFormat, target_ts: str) -> tuple[bytes, str]:

@@ -4,7 +4,8 @@ Decoding frame *k* of a multi-frame JPEG 2000 object needs the data set's attrib
 (the Image Pixel module, the Transfer Syntax) and that frame's fragments, not the other
 frames. Retrieve knows where both are from the index — the Pixel Data value's offset and
 the frame index (:mod:`tessera.shared.frameindex`) — and passes them to the frame task
-as a :class:`FrameLocation`. The task then makes two ranged reads, in parallel:
+as a :class:`~tessera.shared.transcode.FrameLocation`. The task then makes two ranged
+reads, in parallel:
 
 * ``[0, header)``: the File Meta Information and every element before the Pixel Data
   value (the Pixel Data element's own tag and length included; pydicom stops there);
@@ -27,9 +28,6 @@ from __future__ import annotations
 import asyncio
 import io
 import struct
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -37,51 +35,9 @@ from pydicom.encaps import encapsulate
 
 from tessera.shared.dicomjson import quiet_pydicom
 from tessera.shared.storage import ObjectStore
+from tessera.shared.transcode import FrameLocation
 
-# A header (everything before Pixel Data) larger than this is refused: no sane object has
-# one, and the task would otherwise allocate whatever a bad location names.
-MAX_HEADER_BYTES = 64 * 1024 * 1024
 _ITEM = (0xFFFE, 0xE000)
-
-
-@dataclass(frozen=True)
-class FrameLocation:
-    """Where one encapsulated frame is in the stored object (byte offsets).
-
-    ``header``: the Pixel Data value's offset (its first item tag), so ``[0, header)`` is
-    everything before it; ``offset``/``length``/``items`` as in
-    :class:`tessera.shared.frameindex.FrameRange`.
-    """
-
-    header: int
-    offset: int
-    length: int
-    items: int = 0
-
-    def to_json(self) -> dict[str, int]:
-        return {
-            "header": self.header,
-            "offset": self.offset,
-            "length": self.length,
-            "items": self.items,
-        }
-
-    @classmethod
-    def from_json(cls, doc: Mapping[str, Any] | None) -> FrameLocation | None:
-        """The location a task was given, or None when absent or not four sane numbers
-        (the task then reads the whole object)."""
-        if not isinstance(doc, Mapping):
-            return None
-        try:
-            values = [doc[k] for k in ("header", "offset", "length", "items")]
-        except KeyError:
-            return None
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
-            return None
-        header, offset, length, items = values
-        if not 0 < header <= MAX_HEADER_BYTES or offset < header or length == 0:
-            return None
-        return cls(header, offset, length, items)
 
 
 async def read_frame_dataset(

@@ -22,7 +22,7 @@ Only the asked frame is decoded (pydicom's :func:`~pydicom.pixels.pixel_array` w
   by :func:`~tessera.transcode.codecs.encode_frame`; a frame already stored in the
   target syntax is its stored bitstream, not re-encoded.
 
-Contract: args ``(storage_key, frame_number, target_ts)``, frame numbers 1-based. A target
+Contract: a :class:`~tessera.shared.transcode.FrameRequest`, frame numbers 1-based. A target
 we do not make, a frame no installed decoder reads, or pixel data the target cannot hold
 as is raises :class:`~tessera.shared.errors.UnsupportedTransferSyntax` (406 at
 retrieve); a frame number beyond the object's frames raises
@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -50,16 +49,15 @@ from tessera.shared.dicomjson import quiet_pydicom
 from tessera.shared.errors import NotFound, UnsupportedTransferSyntax
 from tessera.shared.settings import Settings
 from tessera.shared.storage import ObjectStore, derived_frame_key
+from tessera.shared.transcode import FRAME_TARGETS as TARGETS
+from tessera.shared.transcode import FRAME_TASK, FrameLocation, FrameRequest
+from tessera.shared.transcode.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 from tessera.transcode.cache import produce_once
 from tessera.transcode.celery_app import settings_of
 from tessera.transcode.codecs import CODECS, check_source, encode_frame, pixel_format
-from tessera.transcode.frame_source import FrameLocation, read_frame_dataset
+from tessera.transcode.frame_source import read_frame_dataset
 
 log = logging.getLogger(__name__)
-
-TASK_NAME = "tessera.transcode.frame_to_transfer_syntax"
-EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
-TARGETS = frozenset({EXPLICIT_VR_LITTLE_ENDIAN, *CODECS})
 # A decoded frame larger than this is refused rather than allocated.
 MAX_FRAME_BYTES = 1 << 30
 
@@ -72,20 +70,16 @@ def check_target(target_ts: str) -> None:
         )
 
 
-@shared_task(name=TASK_NAME, bind=True)
-def frame_to_transfer_syntax(
-    self: Any,
-    storage_key: str,
-    frame_number: int,
-    target_ts: str,
-    location: dict[str, int] | None = None,
-) -> str:
-    """Key of frame ``frame_number`` of the object under ``storage_key``, in ``target_ts``;
-    ``location`` (:class:`~tessera.transcode.frame_source.FrameLocation`) lets it read
-    only that frame and the attributes before Pixel Data."""
+@shared_task(name=FRAME_TASK, bind=True)
+def frame_to_transfer_syntax(self: Any, request: dict[str, Any]) -> str:
+    """Key of the frame a :class:`~tessera.shared.transcode.FrameRequest` asks for; its
+    ``location`` lets it read only that frame and the attributes before Pixel Data."""
     settings = settings_of(self.app)
-    check_target(target_ts)  # refuse before any I/O
-    return asyncio.run(frame_object(settings, storage_key, int(frame_number), target_ts, location))
+    req = FrameRequest.from_json(request)
+    check_target(req.target_ts)  # refuse before any I/O
+    return asyncio.run(
+        frame_object(settings, req.storage_key, req.frame_number, req.target_ts, req.location)
+    )
 
 
 async def frame_object(
@@ -93,10 +87,9 @@ async def frame_object(
     storage_key: str,
     frame_number: int,
     target_ts: str,
-    location: Mapping[str, Any] | None = None,
+    located: FrameLocation | None = None,
 ) -> str:
     """Decode (or find decoded) one frame of the stored object; the key of the result."""
-    located = FrameLocation.from_json(location)
 
     async def make(store: ObjectStore) -> bytes:
         if located is None:  # the whole object

@@ -25,7 +25,8 @@ from prometheus_client.metrics_core import Metric
 from tessera.shared import metrics
 from tessera.shared.health_server import HealthServer, probe_redis
 from tessera.shared.settings import Settings
-from tessera.transcode.celery_app import QUEUE, settings_of
+from tessera.shared.transcode import queue_name
+from tessera.transcode.celery_app import settings_of
 
 # kombu's Redis transport keeps a queue as one list per priority step: the queue's own
 # name for priority 0, then name + "\x06\x16" + step (kombu.transport.redis).
@@ -33,7 +34,7 @@ PRIORITY_SEP = "\x06\x16"
 PRIORITY_STEPS = (0, 3, 6, 9)
 
 
-def queue_keys(queue: str = QUEUE) -> list[str]:
+def queue_keys(queue: str) -> list[str]:
     return [queue if step == 0 else f"{queue}{PRIORITY_SEP}{step}" for step in PRIORITY_STEPS]
 
 
@@ -46,7 +47,7 @@ async def ready(settings: Settings) -> dict[str, str]:
 async def queue_families(settings: Settings) -> Iterable[Metric]:
     """``tessera_transcode_queue_depth``: tasks waiting in the broker, not yet taken."""
     async with probe_redis(settings.redis_url) as client, client.pipeline(transaction=False) as p:
-        for key in queue_keys():
+        for key in queue_keys(queue_name(settings.shard)):
             p.llen(key)
         depth = sum(int(n) for n in await p.execute())
     family = GaugeMetricFamily(

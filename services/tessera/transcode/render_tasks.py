@@ -1,7 +1,6 @@
 """``tessera.transcode.render``: one frame of an instance as a rendered image (PS3.18 8.3.5).
 
-Args ``(storage_key, frame_number, params)``, ``params`` a
-:meth:`~tessera.shared.rendering.RenderParams.to_dict`; the result is stored under
+The request is a :class:`~tessera.shared.transcode.RenderRequest`; the result is stored under
 :func:`~tessera.shared.storage.rendered_key` and the task returns that key. As for
 ``to_transfer_syntax`` (:mod:`.tasks`): a rendering that exists is returned without
 decoding anything, and identical tasks that arrive together render once (a Redis lock
@@ -27,21 +26,20 @@ from tessera.shared.errors import NotAcceptable
 from tessera.shared.rendering import PDF, RenderParams
 from tessera.shared.settings import Settings
 from tessera.shared.storage import ObjectStore, rendered_key
+from tessera.shared.transcode import RENDER_TASK, RenderRequest
 from tessera.transcode import convert, render, render_source
 from tessera.transcode.cache import produce_once
 from tessera.transcode.celery_app import settings_of
 
 log = logging.getLogger(__name__)
 
-TASK_NAME = "tessera.transcode.render"
 
-
-@shared_task(name=TASK_NAME, bind=True)
-def render_frame(self: Any, storage_key: str, frame_number: int, params: dict[str, Any]) -> str:
-    """Key of frame ``frame_number`` of the object under ``storage_key``, rendered."""
+@shared_task(name=RENDER_TASK, bind=True)
+def render_frame(self: Any, request: dict[str, Any]) -> str:
+    """Key of the rendering a :class:`~tessera.shared.transcode.RenderRequest` asks for."""
     settings = settings_of(self.app)
-    parsed = RenderParams.from_dict(params)  # refuse before any I/O
-    return asyncio.run(render_object(settings, storage_key, frame_number, parsed))
+    req = RenderRequest.from_json(request)  # refuse bad parameters before any I/O
+    return asyncio.run(render_object(settings, req.storage_key, req.frame_number, req.params))
 
 
 def rendition(data: bytes, frame_number: int, params: RenderParams) -> bytes:

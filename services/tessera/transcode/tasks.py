@@ -27,23 +27,22 @@ from celery import shared_task
 
 from tessera.shared.settings import Settings
 from tessera.shared.storage import ObjectStore, derived_key
+from tessera.shared.transcode import TRANSCODE_TASK, TranscodeRequest
 from tessera.transcode import convert
-from tessera.transcode.cache import LOCK_TIMEOUT, lock_name, produce_once
+from tessera.transcode.cache import produce_once
 from tessera.transcode.celery_app import settings_of
-
-__all__ = ["LOCK_TIMEOUT", "TASK_NAME", "lock_name", "to_transfer_syntax", "transcode_object"]
 
 log = logging.getLogger(__name__)
 
-TASK_NAME = "tessera.transcode.to_transfer_syntax"
 
-
-@shared_task(name=TASK_NAME, bind=True)
-def to_transfer_syntax(self: Any, storage_key: str, target_ts: str) -> str:
-    """Key of the object stored under ``storage_key``, converted to ``target_ts``."""
+@shared_task(name=TRANSCODE_TASK, bind=True)
+def to_transfer_syntax(self: Any, request: dict[str, Any]) -> str:
+    """Key of the object of a :class:`~tessera.shared.transcode.TranscodeRequest`,
+    converted to its target."""
     settings = settings_of(self.app)
-    convert.check_target(target_ts)  # refuse before any I/O
-    return asyncio.run(transcode_object(settings, storage_key, target_ts))
+    req = TranscodeRequest.from_json(request)
+    convert.check_target(req.target_ts)  # refuse before any I/O
+    return asyncio.run(transcode_object(settings, req.storage_key, req.target_ts))
 
 
 async def transcode_object(settings: Settings, storage_key: str, target_ts: str) -> str:

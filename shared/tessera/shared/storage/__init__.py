@@ -15,6 +15,7 @@ from tessera.shared.storage.base import (
     ObjectStore,
     derived_frame_key,
     derived_key,
+    derived_prefixes,
     instance_key,
     rendered_key,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "ObjectStore",
     "derived_frame_key",
     "derived_key",
+    "derived_prefixes",
     "instance_key",
     "open_store",
     "rendered_key",

@@ -13,6 +13,18 @@ def instance_key(sha256_hex: str) -> str:
     return f"instances/{sha256_hex[:2]}/{sha256_hex[2:4]}/{sha256_hex}.dcm"
 
 
+def _stem(storage_key: str) -> str:
+    """The ``<sha256>`` an instance key ends with: what its derived keys are named by."""
+    return storage_key.rsplit("/", 1)[-1].removesuffix(".dcm")
+
+
+def derived_prefixes(storage_key: str) -> tuple[str, ...]:
+    """The key prefixes under which every object derived from ``storage_key`` lives
+    (:func:`derived_key`, :func:`derived_frame_key`, :func:`rendered_key`)."""
+    stem = _stem(storage_key)
+    return (f"derived/{stem}/", f"rendered/{stem}/")
+
+
 def derived_key(storage_key: str, transfer_syntax_uid: str) -> str:
     """Key of an instance converted to another Transfer Syntax (the transcode cache).
 
@@ -20,8 +32,7 @@ def derived_key(storage_key: str, transfer_syntax_uid: str) -> str:
     object's keys are immutable, so a derived key always names the same conversion of
     the same bytes. Retrieve checks it before asking transcode, transcode writes it.
     """
-    stem = storage_key.rsplit("/", 1)[-1].removesuffix(".dcm")
-    return f"derived/{stem}/{transfer_syntax_uid}.dcm"
+    return f"derived/{_stem(storage_key)}/{transfer_syntax_uid}.dcm"
 
 
 def derived_frame_key(storage_key: str, frame_number: int, transfer_syntax_uid: str) -> str:
@@ -31,8 +42,7 @@ def derived_frame_key(storage_key: str, frame_number: int, transfer_syntax_uid: 
     and immutable like it: the bytes of frame ``frame_number`` (1-based) of the stored
     object, as transcode decoded them. Retrieve checks it before asking transcode.
     """
-    stem = storage_key.rsplit("/", 1)[-1].removesuffix(".dcm")
-    return f"derived/{stem}/frames/{transfer_syntax_uid}/{frame_number}"
+    return f"derived/{_stem(storage_key)}/frames/{transfer_syntax_uid}/{frame_number}"
 
 
 def rendered_key(storage_key: str, frame_number: int, digest: str, extension: str) -> str:
@@ -42,8 +52,7 @@ def rendered_key(storage_key: str, frame_number: int, digest: str, extension: st
     parameters (:meth:`tessera.shared.rendering.RenderParams.digest`); immutable like
     :func:`derived_key`. Retrieve checks it before asking transcode, transcode writes it.
     """
-    stem = storage_key.rsplit("/", 1)[-1].removesuffix(".dcm")
-    return f"rendered/{stem}/{frame_number}/{digest}.{extension}"
+    return f"rendered/{_stem(storage_key)}/{frame_number}/{digest}.{extension}"
 
 
 class ObjectStore(Protocol):
@@ -70,7 +79,29 @@ class ObjectStore(Protocol):
     async def delete(self, key: str) -> None:
         """Remove the object; no error if it is already gone."""
 
+    async def delete_prefix(self, prefix: str) -> None:
+        """Remove every object whose key starts with ``prefix`` (a folder-like ``a/b/``)."""
+
+    async def delete_instance(self, storage_key: str) -> None:
+        """Remove a stored instance and every object derived from it (transcoded
+        instances and frames, renderings: :func:`derived_prefixes`)."""
+
     async def check(self) -> None:
         """Raise if the store cannot be reached (readiness probe)."""
 
     async def close(self) -> None: ...
+
+
+class StoreBase:
+    """What every backend implements the same way, on top of its own primitives."""
+
+    async def delete(self, key: str) -> None:
+        raise NotImplementedError
+
+    async def delete_prefix(self, prefix: str) -> None:
+        raise NotImplementedError
+
+    async def delete_instance(self, storage_key: str) -> None:
+        await self.delete(storage_key)
+        for prefix in derived_prefixes(storage_key):
+            await self.delete_prefix(prefix)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from tessera.shared.errors import ObjectNotFound
-from tessera.shared.storage.base import CHUNK
+from tessera.shared.storage.base import CHUNK, StoreBase
 
 
 def _close_opened(opening: asyncio.Future[Any]) -> None:
@@ -21,7 +21,7 @@ def _close_opened(opening: asyncio.Future[Any]) -> None:
         opening.result().close()
 
 
-class LocalStore:
+class LocalStore(StoreBase):
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -108,6 +108,11 @@ class LocalStore:
     async def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             await asyncio.to_thread(os.unlink, self._path(key))
+
+    async def delete_prefix(self, prefix: str) -> None:
+        if not prefix.endswith("/"):
+            raise ValueError(f"a prefix names a folder, ending in '/': {prefix!r}")
+        await asyncio.to_thread(shutil.rmtree, self._path(prefix.rstrip("/")), True)
 
     async def check(self) -> None:
         if not os.access(self.root, os.W_OK):

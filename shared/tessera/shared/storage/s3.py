@@ -11,14 +11,14 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from tessera.shared.errors import ObjectNotFound
-from tessera.shared.storage.base import CHUNK
+from tessera.shared.storage.base import CHUNK, StoreBase
 
 # Objects above this go up as a multipart upload, in parts of this size (S3 minimum 5 MiB)
 _PART = 16 * 1024 * 1024
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 
 
-class S3Store:
+class S3Store(StoreBase):
     def __init__(
         self,
         bucket: str,
@@ -146,6 +146,18 @@ class S3Store:
     async def delete(self, key: str) -> None:
         s3 = await self._s3()
         await s3.delete_object(Bucket=self.bucket, Key=self._k(key))
+
+    async def delete_prefix(self, prefix: str) -> None:
+        """Listed by prefix, deleted in batches of 1000 (the DeleteObjects limit)."""
+        s3 = await self._s3()
+        paginator = s3.get_paginator("list_objects_v2")
+        async for page in paginator.paginate(Bucket=self.bucket, Prefix=self._k(prefix)):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            for start in range(0, len(keys), 1000):
+                await s3.delete_objects(
+                    Bucket=self.bucket,
+                    Delete={"Objects": keys[start : start + 1000], "Quiet": True},
+                )
 
     async def check(self) -> None:
         s3 = await self._s3()
