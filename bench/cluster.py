@@ -21,8 +21,7 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
-from tessera.local._child import ServerProcess, spawn, wait_until
-from tessera.local._net import free_port
+from tessera.local import ServerProcess, free_port, spawn, wait_until
 
 DICOMWEB_PREFIX = "/dicom-web"
 

@@ -4,7 +4,7 @@ A federation of ``shards`` shards (ingest, index, index worker, retrieve each), 
 router and the real rebalance worker (``python -m tessera.router.rebalance``) are
 started with one more shard stack running but not registered. The set is stored through
 the router (25 instances per request, 4 clients), then the new shard is added with the
-real CLI, ``python -m tessera.router.shardctl add NAME ... --follow``, which posts to the
+real CLI, ``python -m tessera.router.rebalance.shardctl add NAME ... --follow``, which posts to the
 router's admin API and follows the job until it ends. Reported: the wall time of the
 command, the job's own figures (``GET /admin/rebalance/{id}``: studies, instances and
 bytes moved, time since copying began) and a split of the time between copying and the
@@ -50,7 +50,7 @@ def time_split(
     ``batch_studies = 1`` is the per-study protocol: ``concurrency`` studies move at
     once, each paying its own waits, so the waits take at least
     ``ceil(studies / concurrency) x 2 x lock_wait`` of wall time.
-    ``batch_studies > 1`` is :mod:`tessera.router.rebalance_batch`: studies are locked
+    ``batch_studies > 1`` is :mod:`tessera.router.rebalance.batch`: studies are locked
     and released in batches of up to ``batch_studies`` while the next ones are copied,
     so the waits overlap the copying except those of the last batch: ``2 x lock_wait``
     in all (``per_study_waits_s`` keeps the per-study figure, for comparison).
@@ -124,7 +124,7 @@ async def run(
         before = await study_homes(index_urls)
         out["studies_before"] = {s: len(u) for s, u in before.items()}
         admin, out["admin_api"] = await asyncio.to_thread(group.admin_api)
-        argv = [sys.executable, "-m", "tessera.router.shardctl", "--router", admin,
+        argv = [sys.executable, "-m", "tessera.router.rebalance.shardctl", "--router", admin,
                 "add", new.shard, "--ingest", new.ingest_url, "--index", new.index_url,
                 "--retrieve", new.retrieve_url, "--follow"]  # fmt: skip
         log(f"rebalance: {' '.join(argv[1:])}")

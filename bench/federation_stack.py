@@ -30,9 +30,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from tessera.local import ServerProcess, free_port, spawn, wait_until
 from tessera.local import federation as local_federation
-from tessera.local._child import ServerProcess, spawn, wait_until
-from tessera.local._net import free_port
 from tessera.local.processes import start_postgres, start_redis
 from tessera.shared.db.migrate import apply_migrations
 from tessera.shared.settings import Settings
@@ -51,7 +50,6 @@ HTTP_PORT = {"ingest": "ingest_port", "index": "index_port", "retrieve": "retrie
 QIDO_SERVICES = ("index",)
 STOW_SERVICES = ("ingest", "index", "index-worker")
 MOVE_SERVICES = ("ingest", "index", "index-worker", "retrieve")
-REBALANCE_REDIS_DB = 15
 
 
 class Service(ServerProcess):
@@ -162,8 +160,7 @@ def start_group(
         redis = stack.enter_context(start_redis(folder / "redis"))
         base = _base_settings(registry_poll)
         plan = local_federation.plan(base, folder, pg.dsn, redis.url, shards + spare, free_port())
-        broker = local_federation.with_path(redis.url, str(REBALANCE_REDIS_DB))
-        router_settings = dataclasses.replace(plan.router, router_redis_url=broker)
+        router_settings = plan.router  # one Redis database for all (queues named by shard)
         registered, spares = plan.shards[:shards], plan.shards[shards:]
         fed = local_federation.Federation(router_settings, registered)
         asyncio.run(_prepare(pg.dsn, fed, spares))

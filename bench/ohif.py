@@ -1,7 +1,7 @@
 """OHIF on Tessera vs OHIF on Orthanc: time to the first image, and to a whole series.
 
 Both sides use the same OHIF build (``make viewer``) and the same generated
-``app-config.js`` (:mod:`tessera.router.ohif`, thumbnails decoded from frames on both,
+``app-config.js`` (:mod:`tessera.router.viewer.ohif`, thumbnails decoded from frames on both,
 ``thumbnailRendering: 'wadors'``, as Orthanc's plugin renders no ``/thumbnail``), served
 same-origin by the same code:
 
@@ -52,8 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.dataset import GeneratedSet, Spec, ensure
-from tessera.local._child import ServerProcess, spawn, wait_until
-from tessera.local._net import free_port
+from tessera.local import ServerProcess, free_port, spawn, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"

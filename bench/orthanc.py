@@ -33,8 +33,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from tessera.local._child import ServerProcess, spawn, wait_until
-from tessera.local._net import free_port
+from tessera.local import ServerProcess, free_port, spawn, wait_until
 
 ORTHANC_BIN = "/usr/sbin/Orthanc"
 PLUGIN_CANDIDATES = (

@@ -49,8 +49,7 @@ from bench.orthanc import start_orthanc
 from bench.scale_data import ScaleSet
 from bench.scale_load import load
 from bench.scale_orthanc import upload, write_files
-from tessera.local._child import ServerProcess, spawn, wait_until
-from tessera.local._net import free_port
+from tessera.local import ServerProcess, free_port, spawn, wait_until
 from tessera.local.processes import start_postgres
 from tessera.shared.db.migrate import apply_migrations
 

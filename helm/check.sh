@@ -93,8 +93,8 @@ PY
     || { cat "$out/$1.err" >&2; echo "helm/check.sh: $1 refused for another reason" >&2; exit 1; }
 }
 refuse no-database-secret "databaseSecret is required" 'del values["shards"][0]["databaseSecret"]'
-refuse shared-redis-database "already used by shard-0" 'values["shards"][1]["redisDatabase"] = 0'
+refuse redis-url-path "redis.url: Does not match pattern" 'values["redis"]["url"] = "redis://r:6379/0/x"'
 refuse same-shard-name "is used twice" 'values["shards"][1]["name"] = "shard-0"'
 refuse unknown-key "Additional property" 'values["shards"][0]["bukket"] = "x"'
-echo "helm/check.sh: bad values refused (no database secret, shared Redis database," \
+echo "helm/check.sh: bad values refused (no database secret, a Redis URL with a path," \
      "duplicate shard, unknown key)"

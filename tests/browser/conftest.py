@@ -14,7 +14,7 @@ Session fixtures:
     browser         one Chromium for the session
 Per test:
     page            a fresh context and page with the storage OHIF checks pre-set; a
-                    :class:`~tests.browser.ohif.Watch` on it as ``page.watch``
+                    :class:`~tests.support.ohif.Watch` on it as ``page.watch``
 """
 
 from __future__ import annotations
@@ -26,18 +26,18 @@ from pathlib import Path
 import httpx
 import pydicom
 import pytest
-from playwright.async_api import Browser, Error, Page, async_playwright, expect
+from playwright.async_api import Browser, Error, async_playwright, expect
 
-from tests.browser import servers
-from tests.browser.ohif import CHROMIUM_ARGS, INIT_SCRIPT, Watch, screenshot
-from tests.e2e.cluster import Cluster, migrated_database
-from tests.e2e.dicomgen import multipart
+from tests.support import browser as servers
+from tests.support.cluster import Cluster, migrated_database
+from tests.support.dicomgen import multipart
+from tests.support.ohif import CHROMIUM_ARGS, INIT_SCRIPT, Watch, WatchedPage, screenshot
+from tests.support.servers import RedisDatabases
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus"
 SERIES_FOLDERS = ["Brainix/Flair", "Brainix/Epi", "Knee/T1", "Knee/T2"]
 # OHIF boots in 3-5 s here (a 17 MB bundle, WebGL on SwiftShader); CI machines are slower
 expect.set_options(timeout=30_000)
-REDIS_DB = "7"  # a Redis DB of our own: our transcode worker serves only our retrieve
 
 
 @pytest.fixture(scope="session")
@@ -61,18 +61,18 @@ async def ohif_database(postgres_dsn: str) -> AsyncIterator[str]:
 
 @pytest.fixture(scope="session")
 def ohif_cluster(
-    chromium_path: str, viewer_dir: Path, ohif_database: str, redis_url: str
+    chromium_path: str, viewer_dir: Path, ohif_database: str, redis_databases: RedisDatabases
 ) -> Iterator[Cluster]:
     workdir = Path(tempfile.mkdtemp(prefix="tessera-ohif-"))
-    redis = redis_url.rsplit("/", 1)[0] + "/" + REDIS_DB
-    # thumbnails decoded by OHIF here; the other origin uses the server's /thumbnail
-    cluster = servers.start_cluster(
-        ohif_database, redis, viewer_dir, workdir, viewer_thumbnail_rendering="wadors"
-    )
-    try:
-        yield cluster
-    finally:
-        cluster.stop_all()
+    with redis_databases.lease() as redis:  # our transcode worker serves only our retrieve
+        # thumbnails decoded by OHIF here; the other origin uses the server's /thumbnail
+        cluster = servers.start_cluster(
+            ohif_database, redis, viewer_dir, workdir, viewer_thumbnail_rendering="wadors"
+        )
+        try:
+            yield cluster
+        finally:
+            cluster.stop_all()
 
 
 @pytest.fixture(scope="session")
@@ -114,14 +114,6 @@ async def browser(chromium_path: str) -> AsyncIterator[Browser]:
             yield browser
         finally:
             await browser.close()
-
-
-class WatchedPage:
-    """A page and what it saw (``Page`` itself takes no new attributes)."""
-
-    def __init__(self, page: Page, watch: Watch) -> None:
-        self.page = page
-        self.watch = watch
 
 
 @pytest.fixture

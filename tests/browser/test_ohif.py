@@ -31,10 +31,9 @@ import httpx
 import pytest
 from playwright.async_api import Locator, Page, Response, expect
 
-from tests.browser.conftest import WatchedPage
-from tests.browser.ohif import read_viewport, screenshot
-from tests.e2e.cluster import Cluster
-from tests.e2e.dicomgen import make_instance
+from tests.support.cluster import Cluster
+from tests.support.dicomgen import make_instance
+from tests.support.ohif import WatchedPage, read_viewport, screenshot
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

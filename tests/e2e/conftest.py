@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.buckets import new_bucket
-from tests.e2e.cluster import Cluster, migrated_database, shard_settings, start_cluster
+from tests.support.buckets import new_bucket
+from tests.support.cluster import Cluster, migrated_database, quick_shard_settings, start_cluster
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 
@@ -31,16 +31,13 @@ def cluster(
     bucket = new_bucket(s3_settings, "e2e")
     workdir = Path(tempfile.mkdtemp(prefix="tessera-e2e-"))
     c = start_cluster(
-        lambda: shard_settings(
+        lambda: quick_shard_settings(
+            s3_settings,
+            bucket,
+            workdir,
             shard=f"e2e-{uuid.uuid4().hex[:8]}",
             database_url=cluster_database,
             redis_url=redis_url,
-            storage_url=f"s3://{bucket}",
-            **s3_settings,
-            spool_threshold=256 * 1024,
-            spool_dir=str(workdir),
-            index_timeout=8.0,
-            index_claim_idle=2.0,
             log_level="info",
         ),
         workdir,

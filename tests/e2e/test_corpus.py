@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydicom.uid import generate_uid
 
-from tests.e2e.dicomgen import make_instance, multipart, split_multipart
+from tests.support.dicomgen import make_instance, multipart, split_multipart
 
 CORPUS = Path(__file__).resolve().parent.parent / "data" / "corpus"
 FILES = sorted(CORPUS.rglob("*.dcm"))

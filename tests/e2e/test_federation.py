@@ -23,10 +23,9 @@ import pytest
 from pydicom.uid import generate_uid
 
 from tessera.router.placement import place
-from tests.e2e.dicomgen import make_instance, multipart, split_multipart
-from tests.e2e.shards import Federation, federation, single_shard
+from tests.support.dicomgen import make_instance, multipart, split_multipart
+from tests.support.shards import Federation
 
-__all__ = ["federation", "single_shard"]  # fixtures, imported to be found by pytest
 pytestmark = pytest.mark.e2e
 
 SHARDS = ("shard-0", "shard-1", "shard-2")

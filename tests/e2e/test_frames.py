@@ -13,7 +13,7 @@ from dicomweb_client.api import DICOMwebClient
 from pydicom.encaps import generate_frames
 from pydicom.pixels import pixel_array
 
-from tests.e2e.dicomgen import multipart, split_multipart
+from tests.support.dicomgen import multipart, split_multipart
 
 CINE = Path(__file__).resolve().parent.parent / "data" / "corpus" / "Issue16.dcm"  # 34 JPEG
 OHIF = "multipart/related; type=application/octet-stream; transfer-syntax=*"

@@ -10,7 +10,7 @@ import signal
 import asyncpg
 from pydicom.uid import generate_uid
 
-from tests.e2e.dicomgen import make_instance, multipart
+from tests.support.dicomgen import make_instance, multipart
 
 
 async def test_index_worker_killed_mid_stream(cluster, client):

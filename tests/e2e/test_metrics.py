@@ -8,8 +8,8 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from pydicom.uid import generate_uid
 
-from tests.e2e.cluster import PORTS, Cluster
-from tests.e2e.dicomgen import make_instance, multipart
+from tests.support.cluster import PORTS, Cluster
+from tests.support.dicomgen import make_instance, multipart
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.cluster import Cluster
-from tests.e2e.dicomgen import make_instance, split_multipart
+from tests.support.cluster import Cluster
+from tests.support.dicomgen import make_instance, split_multipart
 
 pytestmark = pytest.mark.e2e
 

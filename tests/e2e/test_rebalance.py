@@ -21,16 +21,15 @@ import httpx
 import pytest
 from pydicom.uid import generate_uid
 
-from tessera.router.rebalance_job import JobRunner, job_rows, progress, start_add
-from tessera.router.rebalance_move import TIMEOUT
+from tessera.router.rebalance.job import JobRunner, job_rows, progress, start_add
+from tessera.router.rebalance.move import TIMEOUT
 from tessera.router.registry import Registry
 from tessera.router.shards import ShardMap
 from tessera.shared.settings import Settings
-from tests.e2e.dicomgen import make_instance, multipart, split_multipart
-from tests.e2e.shards import Federation, federation
-from tests.integration.test_rebalance import inventory
+from tests.support.dicomgen import make_instance, multipart, split_multipart
+from tests.support.inventory import inventory
+from tests.support.shards import Federation
 
-__all__ = ["federation"]  # the fixture, imported to be found by pytest
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 ANY_TS = 'multipart/related; type="application/dicom"; transfer-syntax=*'

@@ -17,7 +17,7 @@ import pydicom
 import pytest
 from dicomweb_client.api import DICOMwebClient
 
-from tests.e2e.dicomgen import multipart, split_multipart
+from tests.support.dicomgen import multipart, split_multipart
 
 CORPUS = Path(__file__).resolve().parent.parent / "data" / "corpus"
 ALL_TS = 'multipart/related; type="application/dicom"; transfer-syntax=*'

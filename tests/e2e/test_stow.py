@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydicom.uid import generate_uid
 
-from tests.e2e.dicomgen import make_instance, multipart
+from tests.support.dicomgen import make_instance, multipart
 
 FAILED, REFERENCED = "00081198", "00081199"
 

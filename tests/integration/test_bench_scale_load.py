@@ -22,7 +22,7 @@ from tessera.index.writer import index_instances
 from tessera.shared.levels import Layout
 from tessera.shared.messages import IndexInstance
 from tessera.shared.storage import instance_key
-from tests.conftest import with_database
+from tests.support.servers import with_database
 
 DATA = ScaleSet(studies=15, instances=150, seed=3)
 LAYOUT = Layout.parse(["study:BodyPartExamined"])

@@ -21,8 +21,8 @@ from tessera.shared.storage import (
     open_store,
     rendered_key,
 )
-from tests.integration.retrieve_corpus import EPI, FLAIR, OVERLAY, describe
-from tests.integration.retrieve_setup import asgi_client, running
+from tests.support.corpus import EPI, FLAIR, OVERLAY, describe
+from tests.support.retrieve import asgi_client, running
 
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
 

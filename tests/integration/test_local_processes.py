@@ -19,7 +19,7 @@ import pytest
 import redis.asyncio
 from aiobotocore.session import get_session
 
-from tessera.local._child import PortBusy, pid_alive, server_user
+from tessera.local import PortBusy, pid_alive, server_user
 from tessera.local.processes import (
     create_bucket,
     free_port,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
 import signal
 import subprocess
@@ -24,45 +23,34 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
-import redis.asyncio
 import uvicorn
 from pydicom.uid import generate_uid
 from starlette.applications import Starlette
 
-from tessera.local._child import child_kwargs
+from tessera.local import child_kwargs
 from tessera.local.processes import free_port
-from tessera.router import shardctl
 from tessera.router.placement import place
 from tessera.router.proxy import Proxy, open_session
-from tessera.router.rebalance import enqueue
-from tessera.router.rebalance_api import routes as admin_routes
-from tessera.router.rebalance_job import JobRunner, job_rows, progress, start_add, start_drain
-from tessera.router.rebalance_move import TIMEOUT
+from tessera.router.rebalance import shardctl
+from tessera.router.rebalance.api import routes as admin_routes
+from tessera.router.rebalance.job import JobRunner, job_rows, progress, start_add, start_drain
+from tessera.router.rebalance.move import TIMEOUT
+from tessera.router.rebalance.worker import enqueue
 from tessera.router.registry import Registry
 from tessera.router.shards import Shard, ShardMap
 from tessera.shared.db.migrate import apply_migrations
 from tessera.shared.http import make_app
 from tessera.shared.settings import Settings
-from tests.buckets import new_bucket
-from tests.conftest import with_database
-from tests.e2e.cluster import Cluster, shard_settings
-from tests.e2e.dicomgen import make_instance, multipart, split_multipart
+from tests.support.buckets import new_bucket
+from tests.support.cluster import Cluster, quick_shard_settings
+from tests.support.dicomgen import make_instance, multipart
+from tests.support.inventory import ANY_TS, Inventory, inventory
+from tests.support.servers import RedisDatabases, admin_sql, with_database
 
 pytestmark = pytest.mark.slow
 SERVICES = ("ingest", "index", "index-worker", "retrieve")
-ANY_TS = 'multipart/related; type="application/dicom"; transfer-syntax=*'
-Inventory = dict[str, tuple[str, str, str]]  # SOPInstanceUID -> (shard, study, sha256)
-
-
-async def _admin(dsn: str, sql: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 def start_shard(
@@ -70,16 +58,8 @@ def start_shard(
 ) -> Cluster:
     """One shard (not started: :func:`start_services`), on a bucket of its own."""
     bucket = new_bucket(s3_settings, name)
-    settings = shard_settings(
-        shard=name,
-        database_url=dsn,
-        redis_url=redis_url,
-        storage_url=f"s3://{bucket}",
-        **s3_settings,
-        spool_threshold=256 * 1024,
-        spool_dir=str(workdir),
-        index_timeout=8.0,
-        index_claim_idle=2.0,
+    settings = quick_shard_settings(
+        s3_settings, bucket, workdir, shard=name, database_url=dsn, redis_url=redis_url
     )
     (workdir / name).mkdir(exist_ok=True)
     return Cluster(settings, workdir / name)
@@ -101,25 +81,23 @@ def shard_of(cluster: Cluster) -> Shard:
 async def shard_dbs(postgres_dsn: str) -> AsyncIterator[list[str]]:
     names = [f"rb_{uuid.uuid4().hex[:8]}" for _ in range(2)]
     for name in names:
-        await _admin(postgres_dsn, f'CREATE DATABASE "{name}"')
+        await admin_sql(postgres_dsn, f'CREATE DATABASE "{name}"')
         await apply_migrations(with_database(postgres_dsn, name))
     yield [with_database(postgres_dsn, n) for n in names]
     for name in names:
-        await _admin(postgres_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin_sql(postgres_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="module")
 def stacks(
-    shard_dbs: list[str], redis_url: str, s3_settings: dict[str, str]
+    shard_dbs: list[str], rebalance_redis: str, s3_settings: dict[str, str]
 ) -> Iterator[dict[str, Cluster]]:
     workdir = Path(tempfile.mkdtemp(prefix="tessera-rebalance-"))
     started: dict[str, Cluster] = {}
     try:
         for i, dsn in enumerate(shard_dbs):
             name = f"s{i + 1}"
-            started[name] = start_shard(
-                name, dsn, with_database(redis_url, str(3 + i)), s3_settings, workdir
-            )
+            started[name] = start_shard(name, dsn, rebalance_redis, s3_settings, workdir)
             start_services(started[name])
         yield started
     finally:
@@ -143,11 +121,20 @@ async def shards(stacks: dict[str, Cluster], http: httpx.AsyncClient) -> AsyncIt
             assert (await http.delete(f"{c.settings.index_url}/studies/{uid}")).status_code == 200
 
 
+@pytest.fixture(scope="module")
+def rebalance_redis(redis_databases: RedisDatabases) -> Iterator[str]:
+    """One Redis database for the module's shards and the rebalance broker (queues and
+    locks are named by shard)."""
+    with redis_databases.lease() as url:
+        yield url
+
+
 @pytest.fixture
-async def router_settings(postgres_dsn: str, redis_url: str) -> AsyncIterator[Settings]:
+async def router_settings(postgres_dsn: str, redis_db: str) -> AsyncIterator[Settings]:
+    """The router's settings; its rebalance broker on a database of the test's own."""
     name = f"router_{uuid.uuid4().hex[:12]}"
-    await _admin(postgres_dsn, f'CREATE DATABASE "{name}"')
-    broker = with_database(redis_url, "5")
+    await admin_sql(postgres_dsn, f'CREATE DATABASE "{name}"')
+    broker = redis_db
     yield Settings(
         router_database_url=with_database(postgres_dsn, name),
         router_redis_url=broker,
@@ -155,10 +142,7 @@ async def router_settings(postgres_dsn: str, redis_url: str) -> AsyncIterator[Se
         rebalance_concurrency=3,
         rebalance_batch_size=3,
     )
-    await _admin(postgres_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    client = redis.asyncio.Redis.from_url(broker)
-    await client.flushdb()
-    await client.aclose()
+    await admin_sql(postgres_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
@@ -214,30 +198,6 @@ async def store_studies(
         )
         assert r.status_code == 200, r.text
     return stored
-
-
-async def inventory(http: httpx.AsyncClient, shards: list[Shard]) -> Inventory:
-    """Every instance on every shard, hashed from the bytes WADO-RS returns; asserts that
-    no SOPInstanceUID is on two shards and that the bytes match the index's SHA-256."""
-    found: Inventory = {}
-    for shard in shards:
-        r = await http.get(shard.index_url + "/internal/studies", params={"limit": 10000})
-        assert r.status_code == 200, r.text
-        for _, study, _ in r.json()["studies"]:
-            listed = (
-                await http.get(f"{shard.index_url}/internal/studies/{study}/instances")
-            ).json()
-            r = await http.get(f"{shard.retrieve_url}/studies/{study}", headers={"Accept": ANY_TS})
-            assert r.status_code == 200, (shard.name, study, r.text)
-            got = {
-                h["content-location"].rsplit("/", 1)[1]: hashlib.sha256(data).hexdigest()
-                for h, data in split_multipart(r.content, r.headers["content-type"])
-            }
-            assert got == {i["sop"]: i["sha256"] for i in listed["instances"]}
-            for sop, sha in got.items():
-                assert sop not in found, f"{sop} on {found[sop][0]} and {shard.name}"
-                found[sop] = (shard.name, study, sha)
-    return found
 
 
 async def owners(registry: Registry) -> ShardMap:

@@ -12,24 +12,16 @@ import pytest
 from tessera.router.registry import Registry, RegistryWatcher
 from tessera.router.shards import ShardMap
 from tessera.shared.db.migrate import apply_migrations
-from tests.conftest import with_database
-
-
-async def _admin(dsn: str, sql: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
+from tests.support.servers import admin_sql, with_database
 
 
 @pytest.fixture
 async def router_dsn(postgres_dsn: str) -> AsyncIterator[str]:
     """A new, empty database for the router (not a shard's schema)."""
     name = f"router_{uuid.uuid4().hex[:12]}"
-    await _admin(postgres_dsn, f'CREATE DATABASE "{name}"')
+    await admin_sql(postgres_dsn, f'CREATE DATABASE "{name}"')
     yield with_database(postgres_dsn, name)
-    await _admin(postgres_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin_sql(postgres_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
@@ -44,9 +36,9 @@ def _urls(name: str) -> tuple[str, str, str]:
 
 
 async def test_router_migrations_apply_once_and_only_the_router_schema(router_dsn: str) -> None:
-    applied = await apply_migrations(router_dsn, "tessera.router")
+    applied = await apply_migrations(router_dsn, "tessera.router.registry")
     assert applied[0] == "0001_registry.sql"  # then the rebalance job's, if any
-    assert await apply_migrations(router_dsn, "tessera.router") == []
+    assert await apply_migrations(router_dsn, "tessera.router.registry") == []
     conn = await asyncpg.connect(router_dsn)
     try:
         tables = {r["tablename"] for r in await conn.fetch("SELECT tablename FROM pg_tables")}

@@ -22,8 +22,7 @@ from starlette.applications import Starlette
 from tessera.shared.dicomjson import quiet_pydicom
 from tessera.shared.settings import Settings
 from tessera.shared.storage import derived_key
-from tests.integration.rendering_setup import started, transcode_worker
-from tests.integration.retrieve_corpus import (
+from tests.support.corpus import (
     EVRLE,
     FLAIR,
     FRAGMENTS,
@@ -32,6 +31,8 @@ from tests.integration.retrieve_corpus import (
     parts,
     store_files,
 )
+from tests.support.rendering import started, transcode_worker
+from tests.support.servers import RedisDatabases
 
 RLE = "1.2.840.10008.1.2.5"
 DICOM = 'multipart/related; type="application/dicom"'
@@ -49,9 +50,9 @@ def objects(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def transcode(redis_url: str, objects: Path) -> Iterator[Settings]:
-    """A transcode worker on Redis database 4; its settings."""
-    with transcode_worker(redis_url, objects, 4) as settings:
+def transcode(redis_databases: RedisDatabases, objects: Path) -> Iterator[Settings]:
+    """A transcode worker on a Redis database of its own; its settings."""
+    with transcode_worker(redis_databases, objects) as settings:
         yield settings
 
 

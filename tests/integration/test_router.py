@@ -26,7 +26,7 @@ from starlette.routing import Route
 
 from tessera.router.app import create_app
 from tessera.shared.settings import Settings
-from tests.integration.serving import closed_port_url, serving
+from tests.support.serving import closed_port_url, serving
 
 PREFIX = "/dicom-web"
 ORIGIN = "https://viewer.example.org"

@@ -33,9 +33,9 @@ from tessera.router.shards import Shard, ShardMap
 from tessera.shared.http import DICOM_JSON
 from tessera.shared.messages import IndexInstance
 from tessera.shared.settings import Settings
-from tests.conftest import with_database
-from tests.integration.qido_archive import MR, index, indexed
-from tests.integration.serving import closed_port_url, serving
+from tests.support.qido_archive import MR, index, indexed
+from tests.support.servers import with_database
+from tests.support.serving import closed_port_url, serving
 
 MAX = 5
 NAMES = ("a", "b", "c")

@@ -1,4 +1,4 @@
-"""``python -m tessera.router.migrate``: the deployment's registry preparation step (the
+"""``python -m tessera.router.registry.migrate``: the deployment's registry preparation step (the
 compose ``router-migrate`` service, the Helm hook job) on a real PostgreSQL."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from tessera.router.migrate import parse_shard, prepare
 from tessera.router.registry import Registry
-from tests.conftest import with_database
+from tessera.router.registry.migrate import parse_shard, prepare
+from tests.support.servers import with_database
 
 S0 = ("shard-0", "http://s0-ingest:8101", "http://s0-index:8102", "http://s0-retrieve:8103")
 S1 = ("shard-1", "http://s1-ingest:8101", "http://s1-index:8102", "http://s1-retrieve:8103")

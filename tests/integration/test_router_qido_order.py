@@ -14,7 +14,7 @@ from tessera.router.qido_merge import in_order, parse_results
 from tessera.shared.messages import IndexInstance
 from tessera.shared.qido.params import Level, parse_query
 from tessera.shared.qido.sql import page_of, search_sql
-from tests.integration.qido_archive import MR, index, indexed, serve
+from tests.support.qido_archive import MR, index, indexed, serve
 
 
 @pytest.mark.parametrize(

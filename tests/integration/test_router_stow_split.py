@@ -37,8 +37,8 @@ from tessera.router.stow_split import read_uids
 from tessera.shared.multipart import read_parts
 from tessera.shared.settings import Settings
 from tessera.shared.status import FailureReason
-from tests.e2e.dicomgen import make_instance, multipart
-from tests.integration.serving import closed_port_url, serving
+from tests.support.dicomgen import make_instance, multipart
+from tests.support.serving import closed_port_url, serving
 
 PREFIX = "/dicom-web"
 NAMES = ("a", "b", "c")

@@ -18,13 +18,10 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import pydicom
 import pytest
-import redis
-from celery.contrib.testing.worker import start_worker
 
 from tessera.shared.errors import NotAcceptable, ObjectNotFound, UnsupportedTransferSyntax
 from tessera.shared.settings import Settings
@@ -32,8 +29,10 @@ from tessera.shared.storage import ObjectStore, derived_key, instance_key, open_
 from tessera.shared.transcode import TRANSCODE_TASK as TASK_NAME
 from tessera.shared.transcode import TranscodeRequest
 from tessera.transcode import convert
-from tessera.transcode.celery_app import TranscodeCelery, create_app
-from tests.buckets import new_bucket
+from tessera.transcode.celery_app import TranscodeCelery
+from tests.support.buckets import new_bucket
+from tests.support.rendering import worker_app
+from tests.support.servers import RedisDatabases
 
 CORPUS = Path(__file__).parents[1] / "data" / "corpus" / "TransferSyntaxes"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -70,15 +69,12 @@ class Worker:
         return await asyncio.to_thread(self.run, storage_key, target_ts)
 
 
-def _redis_db(url: str, db: int) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{db}"))
-
-
 @pytest.fixture(scope="module", params=["file", "s3"])
 def worker(
-    request: pytest.FixtureRequest, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    redis_databases: RedisDatabases,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Worker]:
-    url = _redis_db(redis_url, 3)  # a database of our own: Celery's keys are flushed after
     storage: dict[str, str] = {}
     if request.param == "file":
         storage["storage_url"] = tmp_path_factory.mktemp("objects").as_uri()
@@ -86,21 +82,10 @@ def worker(
         s3: dict[str, str] = request.getfixturevalue("s3_settings")
         bucket = new_bucket(s3, "transcode")
         storage = {**s3, "storage_url": f"s3://{bucket}/objects"}
-    settings = Settings.from_env({}, redis_url=url, **storage)
-    app = create_app(settings)
-    with start_worker(
-        app,
-        pool="threads",
-        concurrency=2,
-        perform_ping_check=False,
-        shutdown_timeout=30,
-        loglevel="CRITICAL",  # the failures some tests expect are not news
-    ):
-        yield Worker(app, settings)
-    app.close()
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    client.close()
+    with redis_databases.lease() as url:  # of our own: Celery's keys are flushed after
+        settings = Settings.from_env({}, redis_url=url, **storage)
+        with worker_app(settings) as app:
+            yield Worker(app, settings)
 
 
 @pytest.fixture

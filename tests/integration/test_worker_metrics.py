@@ -19,7 +19,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -27,7 +26,7 @@ import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
 from tessera.index.worker_health import queue_families as index_queue_families
-from tessera.local._child import child_kwargs
+from tessera.local import child_kwargs
 from tessera.local.processes import free_port
 from tessera.shared.messages import IndexInstance, IndexJob
 from tessera.shared.queue import IndexConsumer, IndexQueue, reply_key
@@ -41,11 +40,6 @@ from tessera.transcode.health import queue_families as transcode_queue_families
 CORPUS = Path(__file__).parents[1] / "data" / "corpus" / "TransferSyntaxes"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
-TRANSCODE_DB = 13  # a Redis database no other test module uses (see rendering_setup)
-
-
-def _redis_db(url: str, db: int) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{db}"))
 
 
 def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -171,9 +165,9 @@ async def test_index_queue_depth_counts_waiting_and_pending_jobs(redis_db: str) 
 
 
 async def test_transcode_worker_counts_tasks_of_its_prefork_children(
-    start, redis_url: str, tmp_path: Path
+    start, redis_db: str, tmp_path: Path
 ) -> None:
-    url_db = _redis_db(redis_url, TRANSCODE_DB)
+    url_db = redis_db
     port = free_port()
     settings = Settings(
         redis_url=url_db, storage_url=(tmp_path / "objects").as_uri(), transcode_port=port
@@ -207,16 +201,11 @@ async def test_transcode_worker_counts_tasks_of_its_prefork_children(
     assert seconds == 2
     assert _sample(text, "tessera_transcode_queue_depth", shard=settings.shard) == 0
 
-    flush = aioredis.from_url(url_db)
-    await flush.flushdb()
-    await flush.aclose()
 
-
-async def test_transcode_queue_depth_is_the_length_of_the_broker_queue(redis_url: str) -> None:
-    url_db = _redis_db(redis_url, TRANSCODE_DB + 1)
+async def test_transcode_queue_depth_is_the_length_of_the_broker_queue(redis_db: str) -> None:
+    url_db = redis_db
     client = aioredis.from_url(url_db)
     try:
-        await client.flushdb()
         queue = queue_name("shard-7")
         await client.lpush(queue, "a", "b")
         await client.lpush(f"{queue}\x06\x163", "c")  # kombu's list for priority 3
@@ -224,7 +213,6 @@ async def test_transcode_queue_depth_is_the_length_of_the_broker_queue(redis_url
         families = await transcode_queue_families(Settings(redis_url=url_db, shard="shard-7"))
         assert [f.samples[0].value for f in families] == [3]
     finally:
-        await client.flushdb()
         await client.aclose()
 
 

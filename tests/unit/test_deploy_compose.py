@@ -4,8 +4,8 @@ need to be right and that can be read from the file.
 Every Tessera service runs a command that is a real ``python -m`` module, sets only
 ``TESSERA_*`` variables that are Settings fields, has a health check on its own port's
 ``/readyz``; ``depends_on`` names existing services with a condition they can meet; each
-shard has its own database, bucket and Redis database; the router's shard list points at
-the shards' services. The probe script the health checks run is exercised on a real
+shard has its own database and bucket, all share one Redis database; the router's shard
+list points at the shards' services. The probe script the health checks run is exercised on a real
 socket.
 """
 
@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from tessera.router.migrate import parse_shard
+from tessera.router.registry.migrate import parse_shard
 from tessera.shared.settings import Settings
 
 DEPLOY = Path(__file__).parents[2] / "deploy"
@@ -115,10 +115,10 @@ def test_depends_on_names_services_with_conditions_they_can_meet() -> None:
                 assert "healthcheck" in SERVICES[dep], (name, dep)
 
 
-def test_every_shard_has_its_services_database_bucket_and_redis_database() -> None:
+def test_every_shard_has_its_services_database_and_bucket_and_shares_one_redis() -> None:
     init_sql = (DEPLOY / "postgres" / "init.sql").read_text()
     buckets = " ".join(SERVICES["buckets"]["command"])
-    seen_redis: set[str] = set()
+    redis_urls: set[str] = set()
     for shard in SHARDS:
         roles = {n[len(shard) + 1 :] for n in SERVICES if n.startswith(shard + "-")}
         assert roles == SHARD_ROLES, shard
@@ -130,17 +130,17 @@ def test_every_shard_has_its_services_database_bucket_and_redis_database() -> No
         assert f"CREATE DATABASE {database};" in init_sql
         bucket = urlsplit(env["TESSERA_STORAGE_URL"]).netloc
         assert f"tessera/{bucket}" in buckets
-        assert env["TESSERA_REDIS_URL"] not in seen_redis  # the transcode queue is not scoped
-        seen_redis.add(env["TESSERA_REDIS_URL"])
+        redis_urls.add(env["TESSERA_REDIS_URL"])
     router_env = SERVICES["router"]["environment"]
-    assert router_env["TESSERA_ROUTER_REDIS_URL"] not in seen_redis
+    # queues and locks are named by shard (tessera.shared.queue, tessera.shared.transcode)
+    assert redis_urls == {router_env["TESSERA_ROUTER_REDIS_URL"]}
     router_db = urlsplit(router_env["TESSERA_ROUTER_DATABASE_URL"]).path.lstrip("/")
     assert f"CREATE DATABASE {router_db};" in init_sql
 
 
 def test_the_registry_lists_each_shard_with_its_own_services() -> None:
     command = SERVICES["router-migrate"]["command"]
-    assert command[0] == "tessera.router.migrate"
+    assert command[0] == "tessera.router.registry.migrate"
     shards = [parse_shard(arg) for flag, arg in zip(command[1::2], command[2::2], strict=True)]
     assert all(flag == "--shard" for flag in command[1::2])
     assert [s[0] for s in shards] == list(SHARDS)

@@ -48,9 +48,7 @@ def test_schema_is_valid_draft_7_and_strict_at_the_top() -> None:
     assert SCHEMA["additionalProperties"] is False
     shard = SCHEMA["properties"]["shards"]["items"]
     assert shard["additionalProperties"] is False
-    assert {"name", "databaseSecret", "bucket", "redisDatabase", "replicas"} <= set(
-        shard["required"]
-    )
+    assert {"name", "databaseSecret", "bucket", "replicas"} <= set(shard["required"])
 
 
 def test_default_values_are_valid_and_describe_two_shards() -> None:
@@ -63,11 +61,9 @@ def test_example_values_are_valid(path: Path) -> None:
     values = merged(DEFAULTS, yaml.safe_load(path.read_text()))
     assert errors(values) == []
     # what the chart checks itself (templates/_helpers.tpl "tessera.check"): unique
-    # shard names, and no two shards (or the router) on one Redis database
+    # shard names (they scope the queues, so every shard shares one Redis database)
     names = [s["name"] for s in values["shards"]]
     assert len(set(names)) == len(names)
-    databases = [s["redisDatabase"] for s in values["shards"]] + [values["router"]["redisDatabase"]]
-    assert len(set(databases)) == len(databases)
 
 
 def test_the_three_shard_example_has_three_shards() -> None:
@@ -92,7 +88,7 @@ def test_a_shard_without_a_database_secret_is_refused() -> None:
         (lambda s: s["databaseSecret"].pop("key"), "shards/0/databaseSecret"),
         (lambda s: s.update(name="Shard_0"), "shards/0/name"),  # not a DNS label
         (lambda s: s.update(bucket="x"), "shards/0/bucket"),  # too short for S3
-        (lambda s: s.update(redisDatabase=16), "shards/0/redisDatabase"),
+        (lambda s: s.update(redisDatabase=1), "shards/0"),  # one database for all now
         (lambda s: s["replicas"].pop("transcode"), "shards/0/replicas"),
         (lambda s: s["replicas"].update(indexWorker=-1), "shards/0/replicas/indexWorker"),
         (lambda s: s.update(bukket="typo"), "shards/0"),  # unknown key
@@ -105,7 +101,7 @@ def test_bad_shard_values_are_refused(edit: Any, where: str) -> None:
 
 def test_bad_top_level_values_are_refused() -> None:
     for key, value in [
-        ("redis", {"url": "redis://redis:6379/0"}),  # the database is per shard
+        ("redis", {"url": "redis://redis:6379/0/x"}),  # a database number, nothing more
         ("shards", []),
         ("logLevel", "verbose"),
         ("unknown", True),

@@ -1,4 +1,4 @@
-"""The OHIF app-config.js generator (tessera.router.ohif): settings, CLI, what OHIF reads."""
+"""The OHIF app-config.js generator (tessera.router.viewer.ohif): settings, CLI, what OHIF reads."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tessera.router.ohif import ViewerConfig, app_config, main, render
+from tessera.router.viewer.ohif import ViewerConfig, app_config, main, render
 from tessera.shared.settings import Settings
 
 
@@ -103,7 +103,7 @@ def test_python_dash_m_runs_it() -> None:
         [
             sys.executable,
             "-m",
-            "tessera.router.ohif",
+            "tessera.router.viewer.ohif",
             "--base-url",
             "http://127.0.0.1:8042/dicom-web",
         ],

@@ -12,7 +12,7 @@ import pytest
 from starlette.applications import Starlette
 
 from tessera.router.app import create_app
-from tessera.router.viewer import HASHED
+from tessera.router.viewer.serving import HASHED
 from tessera.shared.settings import Settings
 
 APP_BUNDLE = "app.bundle.0f6159c501addfe9.js"

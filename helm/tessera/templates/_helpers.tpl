@@ -26,30 +26,20 @@ image: {{ printf "%s:%s" .Values.image.repository .Values.image.tag | quote }}
 imagePullPolicy: {{ .Values.image.pullPolicy | default "IfNotPresent" }}
 {{- end -}}
 
-{{- define "tessera.redisUrl" -}}
-{{- printf "%s/%d" (trimSuffix "/" .root.Values.redis.url) (int .db) -}}
-{{- end -}}
-
-{{/* the registry's view of the shards: NAME=INGEST,INDEX,RETRIEVE for tessera.router.migrate */}}
+{{/* the registry's view of the shards: NAME=INGEST,INDEX,RETRIEVE for tessera.router.registry.migrate */}}
 {{- define "tessera.shardArg" -}}
 {{- $base := printf "%s-%s" (include "tessera.name" .root) .shard.name -}}
 {{- printf "%s=http://%s-ingest:8101,http://%s-index:8102,http://%s-retrieve:8103" .shard.name $base $base $base -}}
 {{- end -}}
 
-{{/* what JSON Schema cannot say: shard names and Redis databases are unique */}}
+{{/* what JSON Schema cannot say: shard names are unique */}}
 {{- define "tessera.check" -}}
 {{- $names := dict -}}
-{{- $dbs := dict (toString (int .Values.router.redisDatabase)) "router" -}}
 {{- range .Values.shards -}}
 {{- if hasKey $names .name -}}
 {{- fail (printf "shards: the name %q is used twice" .name) -}}
 {{- end -}}
 {{- $_ := set $names .name true -}}
-{{- $db := toString (int .redisDatabase) -}}
-{{- if hasKey $dbs $db -}}
-{{- fail (printf "shards: %s uses Redis database %s, already used by %s (the transcode queue is not scoped by shard)" .name $db (get $dbs $db)) -}}
-{{- end -}}
-{{- $_ := set $dbs $db .name -}}
 {{- end -}}
 {{- end -}}
 
@@ -112,7 +102,7 @@ prometheus.io/path: /metrics
   valueFrom:
     secretKeyRef: {name: {{ .shard.databaseSecret.name }}, key: {{ .shard.databaseSecret.key }}}
 - name: TESSERA_REDIS_URL
-  value: {{ include "tessera.redisUrl" (dict "root" .root "db" .shard.redisDatabase) | quote }}
+  value: {{ .root.Values.redis.url | quote }}
 - name: TESSERA_STORAGE_URL
   value: {{ printf "s3://%s" .shard.bucket | quote }}
 - name: TESSERA_LOG_LEVEL
@@ -125,7 +115,7 @@ prometheus.io/path: /metrics
   valueFrom:
     secretKeyRef: {name: {{ .Values.router.databaseSecret.name }}, key: {{ .Values.router.databaseSecret.key }}}
 - name: TESSERA_ROUTER_REDIS_URL
-  value: {{ include "tessera.redisUrl" (dict "root" . "db" .Values.router.redisDatabase) | quote }}
+  value: {{ .Values.redis.url | quote }}
 - name: TESSERA_REGISTRY_POLL
   value: {{ .Values.router.registryPoll | default 1.0 | toString | quote }}
 - name: TESSERA_LOG_LEVEL

@@ -1,7 +1,7 @@
 """Internal admin routes of a shard's index: list a study's instances, delete a study.
 
 These are what the router's rebalance job needs to move a study between shards
-(``tessera.router.rebalance_move``). They are **internal**: the router forwards only the
+(``tessera.router.rebalance.move``). They are **internal**: the router forwards only the
 DICOMweb resources of PS3.18 under its public prefix (``GET``/``POST``), never these
 paths or the ``DELETE`` method, so only a process that reaches the index service
 directly (the rebalance worker, an operator) can call them.

@@ -32,6 +32,8 @@ from tessera.shared.settings import Settings
 
 PG_PORT = 55432
 REDIS_PORT = 56379
+# shards of `make run SHARDS=N`: five services each on two cores; more is no test of anything
+MAX_SHARDS = 16
 
 SHARD_SERVICES = {
     "ingest": "tessera.ingest",
@@ -175,8 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not raw.isdigit():
             parser.error(f"TESSERA_SHARDS must be a number, not {raw!r}")
         shards = int(raw)
-    if not 1 <= shards <= 15:
-        parser.error("--shards must be between 1 and 15 (one Redis database each)")
+    if not 1 <= shards <= MAX_SHARDS:
+        parser.error(f"--shards must be between 1 and {MAX_SHARDS}")
     try:
         return run(args.data, args.port, shards)
     except KeyboardInterrupt:

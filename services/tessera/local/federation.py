@@ -1,10 +1,10 @@
 """N shards on one machine for ``tessera run --shards N`` (``make run SHARDS=N``).
 
 One PostgreSQL server holds a database per shard (``tessera_shard_0``...) and the router's
-registry (``tessera_router``); one Redis server gives each shard its own database number
-(the Celery transcode queue has a fixed name, so sharing one Redis database would mix the
-shards' tasks; the index queue names are scoped by shard anyway); each shard keeps its
-objects in ``<data>/objects/<shard>``. Every service of every shard gets its own ports:
+registry (``tessera_router``); every shard and the router's rebalance broker share one
+Redis database (queues, replies and locks are named by shard: :mod:`tessera.shared.queue`,
+:mod:`tessera.shared.transcode`); each shard keeps its objects in
+``<data>/objects/<shard>``. Every service of every shard gets its own ports:
 every ``*_port`` field of :class:`Settings`, so a field added later is covered too.
 
 The registry is filled on start: each shard is registered ``active`` with its URLs of
@@ -26,7 +26,6 @@ from tessera.local.processes import free_port, pick_port
 from tessera.shared.settings import Settings
 
 ROUTER_DATABASE = "tessera_router"
-ROUTER_REDIS_DB = 15  # shards use Redis databases 0..14
 PORT_STEP = 100  # shard i prefers the single-shard ports + 100 * i (8101, 8201, 8301...)
 
 
@@ -102,7 +101,7 @@ def plan(base: Settings, data: Path, pg_dsn: str, redis_url: str, count: int,
                 i,
                 data,
                 with_path(pg_dsn, f"tessera_shard_{i}"),
-                with_path(redis_url, str(i)),
+                redis_url,
                 ports,
             )
         )
@@ -110,8 +109,8 @@ def plan(base: Settings, data: Path, pg_dsn: str, redis_url: str, count: int,
         shards[0],
         router_port=router_port,
         router_database_url=with_path(pg_dsn, ROUTER_DATABASE),
-        # the rebalance worker's Celery broker: the one Redis database no shard uses
-        router_redis_url=with_path(redis_url, str(ROUTER_REDIS_DB)),
+        # the rebalance worker's Celery broker (its queue: tessera.shared.jobs)
+        router_redis_url=redis_url,
     )
     return Federation(router, shards)
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
@@ -40,9 +41,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from tessera.router import rebalance_api, viewer
+from tessera.router import viewer
 from tessera.router.proxy import Proxy, open_session
 from tessera.router.qido_fanout import QidoFanOut
+from tessera.router.rebalance import api as rebalance_api
 from tessera.router.registry import Registry, RegistryWatcher
 from tessera.router.shards import Service, ShardMap
 from tessera.router.stow_split import StowSplit
@@ -79,6 +81,15 @@ CORS_EXPOSED_HEADERS = [
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
+@dataclass(frozen=True)
+class Clients:
+    """What a started router sends shard requests with, all on one HTTP session."""
+
+    proxy: Proxy  # requests that name their study, streamed to its owner
+    fanout: QidoFanOut  # QIDO-RS across N shards
+    split: StowSplit  # STOW-RS split by study across N shards
+
+
 class Router:
     """Routes, lifespan and readiness of a router app over a :class:`ShardMap`."""
 
@@ -89,9 +100,7 @@ class Router:
         self._static = shards
         if shards is None and not settings.router_database_url:
             self._static = ShardMap.from_settings(settings)
-        self._proxy: Proxy | None = None
-        self._fanout: QidoFanOut | None = None
-        self._split: StowSplit | None = None
+        self._clients: Clients | None = None
         self.registry: Registry | None = None
         self._watcher: RegistryWatcher | None = None
 
@@ -106,18 +115,20 @@ class Router:
                 self.registry = await Registry.connect(settings.router_database_url)
                 self._watcher = RegistryWatcher(self.registry, settings.registry_poll)
                 await self._watcher.start()
-            self._proxy = Proxy(session, self.prefix)
-            self._fanout = QidoFanOut(
-                session,
-                self.prefix,
-                settings.qido_max_limit,
-                settings.router_shard_timeout,
-                Layout.parse(settings.qido_extra_attributes),
+            self._clients = Clients(
+                proxy=Proxy(session, self.prefix),
+                fanout=QidoFanOut(
+                    session,
+                    self.prefix,
+                    settings.qido_max_limit,
+                    settings.router_shard_timeout,
+                    Layout.parse(settings.qido_extra_attributes),
+                ),
+                split=StowSplit(session, self.prefix, settings),
             )
-            self._split = StowSplit(session, self.prefix, settings)
             yield
         finally:
-            self._proxy = self._fanout = self._split = None
+            self._clients = None
             if self._watcher is not None:
                 await self._watcher.stop()
             if self.registry is not None:
@@ -139,13 +150,14 @@ class Router:
         return self._watcher.map
 
     @property
-    def proxy(self) -> Proxy:
-        return self._started()[0]
-
-    def _started(self) -> tuple[Proxy, QidoFanOut, StowSplit]:
-        if self._proxy is None or self._fanout is None or self._split is None:
+    def clients(self) -> Clients:
+        if self._clients is None:
             raise ServiceUnavailable("the router is not started", retry_after=1)
-        return self._proxy, self._fanout, self._split
+        return self._clients
+
+    @property
+    def proxy(self) -> Proxy:
+        return self.clients.proxy
 
     def _to(self, service: Service) -> Endpoint:
         """An endpoint for requests that name their study: to its owner, streamed."""
@@ -177,7 +189,7 @@ class Router:
             only = shards.only()
             if only is not None:
                 return await self.proxy.forward(request, only.url(Service.INDEX))
-            return await self._started()[1].search(request, level, shards)
+            return await self.clients.fanout.search(request, level, shards)
 
         endpoint.__name__ = f"search_for_{level.label}"
         return endpoint
@@ -188,7 +200,7 @@ class Router:
         only = shards.only()
         if only is not None:
             return await self.proxy.forward(request, only.url(Service.INGEST))
-        return await self._started()[2].store(request, shards, self._pin)
+        return await self.clients.split.store(request, shards, self._pin)
 
     async def _pin(self, uids: list[str], shard: str) -> dict[str, str]:
         if self.registry is None:
@@ -238,7 +250,7 @@ class Router:
 def create_app(settings: Settings, *, shards: ShardMap | None = None) -> Starlette:
     """The router app; ``shards`` defaults to the registry at ``router_database_url``,
     or without one to the one shard of ``settings``. It reaches the shard services at
-    their URLs (tests serve stand-ins over TCP: ``tests/integration/serving.py``)."""
+    their URLs (tests serve stand-ins over TCP: ``tests/support/serving.py``)."""
     router = Router(settings, shards)
     routes = [*router.routes(), *viewer.routes(settings)]
     if settings.router_database_url and shards is None:

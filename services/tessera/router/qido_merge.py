@@ -31,6 +31,7 @@ from typing import Any
 
 import msgspec
 
+from tessera.shared.levels import instance_number_int, value_text
 from tessera.shared.qido.attributes import Level
 
 _SERIES_INT = re.compile(r"[+-]?[0-9]{1,9}")  # the SQL's '^[+-]?[0-9]{1,9}$'
@@ -91,23 +92,7 @@ def _text(element: _Element | None) -> str:
     first = element.Value[0]
     if type(first) is str:
         return first
-    if isinstance(first, dict):
-        if element.vr == "PN":
-            groups = [first.get(k, "") for k in ("Alphabetic", "Ideographic", "Phonetic")]
-            while groups and not groups[-1]:
-                groups.pop()
-            return "=".join(groups)
-        return ""
-    return str(first)
-
-
-def _int_or_none(value: str) -> int | None:
-    """InstanceNumber as the index writer stores it in ``instance_number_int``."""
-    try:
-        n = int(value.strip())
-    except ValueError:
-        return None
-    return n if -(2**31) <= n < 2**31 else None
+    return value_text(first, element.vr)
 
 
 def _number_key(number: int | None, value: str, uid: str) -> tuple[Any, ...]:
@@ -141,7 +126,7 @@ def _lower_key(level: Level, k: Any) -> tuple[Any, ...]:
     key = _number_key(as_int, number, _text(k.series_uid))
     if level is Level.INSTANCE:
         number = _text(k.instance_number)
-        key += _number_key(_int_or_none(number), number, _text(k.sop_uid))
+        key += _number_key(instance_number_int(number), number, _text(k.sop_uid))
     return key
 
 

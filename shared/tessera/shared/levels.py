@@ -121,9 +121,14 @@ def text(metadata: dict, tag: str) -> str:
     values = element.get("Value")
     if not values:
         return ""
-    first = values[0]
+    return value_text(values[0], element.get("vr"))
+
+
+def value_text(first: object, vr: str | None) -> str:
+    """One DICOM JSON value as a DICOM string: a PN object's component groups joined by
+    '=' (trailing empty groups dropped), another object '', anything else ``str``."""
     if isinstance(first, dict):
-        if element.get("vr") == "PN":
+        if vr == "PN":
             groups = [first.get(k, "") for k in ("Alphabetic", "Ideographic", "Phonetic")]
             while groups and not groups[-1]:
                 groups.pop()

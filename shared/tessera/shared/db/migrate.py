@@ -5,8 +5,9 @@ Files are ``NNNN_name.sql`` in a migrations folder; the applied ones are recorde
 concurrent runners (several pods starting at once) wait for each other instead of racing.
 
 The default folder holds a shard's schema (``tessera/shared/db/migrations``); the router's
-registry database has its own (``tessera/router/migrations``), applied with the same runner:
-``apply_migrations(dsn, "tessera.router")``.
+registry database has its own (``tessera/router/registry/migrations``), applied with
+the same runner:
+``apply_migrations(dsn, "tessera.router.registry")``.
 """
 
 from __future__ import annotations
