@@ -60,7 +60,7 @@ define apt_ensure
 endef
 
 .PHONY: help deps deps-bench deps-browser deps-viewer viewer viewer-dir venv constraints run \
-	test lint fmt bench _bench-script clean clean-data helm helm-check
+	test lint fmt bench _bench-script clean clean-data helm helm-check oidc-provider
 
 help: ## list the targets
 	@echo "Tessera: make TARGET [DATA=.var PORT=8042 SHARDS=1 PYTEST_ARGS=...]"
@@ -98,6 +98,19 @@ $(OHIF_DIST)/index.html:
 	mv "$$tmp/package/dist" '$(OHIF_DIST)'
 	@echo "viewer: OHIF $(OHIF_VERSION) in $(OHIF_DIST)"
 
+# A real OpenID provider (npm's oidc-provider, node-oidc-provider) for the tests and for
+# `make run AUTH=1`: installed from its package-lock.json (integrity-checked) beside its
+# configuration script.
+OIDC_DIR := tests/support/oidc
+OIDC_STAMP := $(OIDC_DIR)/node_modules/.installed
+
+oidc-provider: $(OIDC_STAMP) ## install the test OpenID provider (npm ci in tests/support/oidc)
+
+$(OIDC_STAMP): $(OIDC_DIR)/package.json $(OIDC_DIR)/package-lock.json
+	@command -v npm >/dev/null || $(MAKE) --no-print-directory deps-viewer
+	npm ci --prefix $(OIDC_DIR) --no-audit --no-fund --silent
+	touch $@
+
 venv: $(STAMP) ## create .venv with the project and [dev] extras, pinned by constraints.txt
 
 $(STAMP): pyproject.toml constraints.txt
@@ -114,7 +127,7 @@ run: deps venv ## run the whole archive here (state in DATA=.var), OHIF at http:
 	TESSERA_SHARDS=$(SHARDS) TESSERA_VIEWER_DIR="$${TESSERA_VIEWER_DIR-$$viewer}" \
 	  exec $(VENV)/bin/tessera run --data '$(DATA)' --port $(PORT) --shards $(SHARDS)
 
-test: deps deps-browser venv viewer helm-check ## run every test in tests/ (real servers, OHIF in Chromium)
+test: deps deps-browser venv viewer oidc-provider helm-check ## run every test in tests/ (real servers, a real OpenID provider, OHIF in Chromium)
 	@rc=0; $(VENV)/bin/pytest $(PYTEST_ARGS) || rc=$$?; \
 	if [[ $$rc == 5 ]]; then echo "make test: pytest collected NO tests (exit 5): failing" >&2; fi; \
 	exit $$rc
@@ -152,7 +165,8 @@ _bench-script:
 	@test -f bench/run.py || { echo "make bench: bench/run.py does not exist yet" >&2; exit 1; }
 
 clean: ## remove .venv and build artefacts (keeps the data in DATA=.var)
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache tests/artifacts
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache tests/artifacts \
+	  $(OIDC_DIR)/node_modules
 	find . -path ./$(VENV) -prune -o -path './$(DATA)' -prune -o -name __pycache__ -type d \
 	  -prune -exec rm -rf {} +
 

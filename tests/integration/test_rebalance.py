@@ -452,9 +452,14 @@ async def test_a_study_failing_under_its_lock_stays_while_its_batch_moves(
     victim, sop = moving[2], generate_uid()
 
     class Conflicting(CountingRegistry):
+        injected = False
+
         async def set_locked_many(self, study_uids: Iterable[str], locked: bool) -> set[str]:
             live = await super().set_locked_many(study_uids, locked)
-            if locked and victim in live and len(self.locked_batches) == 1:
+            # under load the studies may be switched in several batches: the first one
+            # that locks the victim is the one it must fail in
+            if locked and victim in live and not self.injected:
+                self.injected = True
                 for shard, name in ((s1, "Source^Bytes"), (s2, "Other^Bytes")):
                     body, ctype = multipart(
                         [make_instance(study=victim, sop=sop, patient_name=name)]

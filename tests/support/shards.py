@@ -35,6 +35,7 @@ import pytest
 
 from tessera.local.processes import free_port
 from tessera.router.registry import Registry
+from tessera.shared.auth.internal import httpx_auth
 from tessera.shared.db.migrate import apply_migrations
 from tessera.shared.settings import Settings
 from tests.support.buckets import new_bucket
@@ -91,6 +92,8 @@ class Federation:
     s3_settings: dict[str, str]
     workdir: Path
     router_overrides: dict[str, Any] = field(default_factory=dict)
+    # settings of every shard's services (e.g. internal_secret)
+    shard_overrides: dict[str, Any] = field(default_factory=dict)
     stacks: dict[str, ShardStack] = field(default_factory=dict)
     router: Cluster | None = None
     router_database: str = ""
@@ -141,7 +144,11 @@ class Federation:
         await apply_migrations(dsn)
         bucket = new_bucket(self.s3_settings, f"fed-{name}")
         settings = self._settings(
-            name, database_url=dsn, redis_url=self.redis_url, storage_url=f"s3://{bucket}"
+            name,
+            database_url=dsn,
+            redis_url=self.redis_url,
+            storage_url=f"s3://{bucket}",
+            **self.shard_overrides,
         )
         stack = ShardStack(Cluster(settings, self.workdir / name), database)
         stack.cluster.workdir.mkdir(parents=True, exist_ok=True)
@@ -211,8 +218,9 @@ class Federation:
 
     def shard_client(self, name: str, service: str = "index") -> httpx.AsyncClient:
         """A client straight to one shard's service (no router)."""
-        url = getattr(self.stacks[name].settings, f"{service}_url")
-        return httpx.AsyncClient(base_url=url, timeout=60)
+        settings = self.stacks[name].settings
+        url = getattr(settings, f"{service}_url")
+        return httpx.AsyncClient(base_url=url, timeout=60, auth=httpx_auth(settings))
 
 
 def _start_together(clusters: list[tuple[Cluster, tuple[str, ...]]]) -> None:
@@ -237,13 +245,22 @@ async def start_federation(
     shards: int = 3,
     registry: bool = True,
     prefix: str = "shard",
+    shard_overrides: dict[str, Any] | None = None,
     **router_overrides: Any,
 ) -> Federation:
     """A started :class:`Federation` of ``shards`` stacks named ``{prefix}-0``...; call
     ``stop_all()`` and ``drop_databases()`` when done. ``registry=False`` (one shard):
-    the router of a single-shard deployment, as before federation."""
+    the router of a single-shard deployment, as before federation. ``shard_overrides``
+    go to every shard's services, ``router_overrides`` to the router."""
     workdir = Path(tempfile.mkdtemp(prefix="tessera-fed-"))
-    fed = Federation(postgres_dsn, redis_url, s3_settings, workdir, dict(router_overrides))
+    fed = Federation(
+        postgres_dsn,
+        redis_url,
+        s3_settings,
+        workdir,
+        dict(router_overrides),
+        dict(shard_overrides or {}),
+    )
     try:
         await fed.start([f"{prefix}-{i}" for i in range(shards)], registry)
     except BaseException:

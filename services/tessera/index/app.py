@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 
-from tessera.index import delete, qido
+from tessera.index import delete, labels, qido
 from tessera.shared.db.pool import create_pool
 from tessera.shared.http import make_app
 from tessera.shared.levels import Layout
@@ -42,7 +42,12 @@ def create_app(settings: Settings) -> Starlette:
             await conn.fetchval("SELECT 1")
         return {"database": "ok"}
 
-    app = make_app([*qido.routes(), *delete.routes()], lifespan=lifespan, ready=ready)
+    app = make_app(
+        [*qido.routes(), *delete.routes(), *labels.routes()],
+        lifespan=lifespan,
+        ready=ready,
+        shard=settings,
+    )
     app.state.settings = settings
     app.state.layout = Layout.parse(settings.qido_extra_attributes)
     return app

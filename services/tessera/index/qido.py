@@ -31,6 +31,7 @@ which level follows the operator's ``TESSERA_QIDO_EXTRA_ATTRIBUTES`` (``app.stat
 
 from __future__ import annotations
 
+from dataclasses import replace
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -39,6 +40,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tessera.shared.accept import requested_accept
+from tessera.shared.auth.internal import principal_of
 from tessera.shared.errors import NotAcceptable
 from tessera.shared.http import DICOM_JSON, public_base_url
 from tessera.shared.mediatypes import parse_accept
@@ -93,6 +95,8 @@ async def run_search(
 async def _search(request: Request, level: Level, scope: Scope) -> Response:
     media_type = negotiate(request)
     query = parse_query(request.query_params.multi_items(), level, scope, request.app.state.layout)
+    # the caller's labels, filtered in the SQL so that paging and the Warning stay exact
+    query = replace(query, labels=principal_of(request).labels)
     settings: Settings = request.app.state.settings
     base_url = public_base_url(request, settings.dicomweb_prefix)
     documents, remaining = await run_search(

@@ -59,4 +59,5 @@ def health_server(settings: Settings) -> HealthServer:
         settings.index_worker_port,
         partial(ready, settings),
         partial(queue_families, settings),
+        settings,
     )

@@ -56,7 +56,7 @@ async def index_instances(
         for inst in instances:
             try:
                 async with conn.transaction():  # savepoint
-                    outcome, placed = await _index_one(conn, inst, duplicate_policy, touched)
+                    outcome, placed = await _labelled(conn, inst, duplicate_policy, touched)
                 outcomes.append(outcome)
                 if placed is not None:  # only once the savepoint is released
                     touched.known[inst.series_instance_uid] = placed
@@ -65,6 +65,32 @@ async def index_instances(
                 outcomes.append(InstanceOutcome(inst.sop_instance_uid, "failed", str(e)))
         await _refresh_counts(conn, touched)
     return outcomes
+
+
+async def _labelled(
+    conn: asyncpg.Connection, inst: IndexInstance, policy: str, touched: _Touched
+) -> tuple[InstanceOutcome, tuple[str, str, int, int] | None]:
+    """:func:`_index_one` within the storer's labels: a storer limited to labels is refused
+    a study that carries none of them (it cannot see it, so it may not add to it); the
+    labels the instance brings are added to its study."""
+    if inst.visible is not None:
+        labels = await conn.fetchval(
+            "SELECT labels FROM study WHERE study_instance_uid = $1 FOR UPDATE",
+            inst.study_instance_uid,
+        )
+        if labels is not None and set(labels).isdisjoint(inst.visible):
+            refused = "the credential's labels do not include this study"
+            return InstanceOutcome(inst.sop_instance_uid, "refused", refused), None
+    outcome, placed = await _index_one(conn, inst, policy, touched)
+    if inst.labels and outcome.outcome in ("stored", "unchanged", "replaced"):
+        await conn.execute(
+            """UPDATE study SET labels = ARRAY(SELECT DISTINCT unnest(labels || $2::text[])
+                                             ORDER BY 1)
+                WHERE study_instance_uid = $1 AND NOT labels @> $2::text[]""",
+            inst.study_instance_uid,
+            list(inst.labels),
+        )
+    return outcome, placed
 
 
 async def _index_one(

@@ -39,4 +39,4 @@ def create_app(settings: Settings) -> Starlette:
         Route("/studies", stow.handle, methods=["POST"]),
         Route("/studies/{study}", stow.handle, methods=["POST"]),
     ]
-    return make_app(routes, lifespan=lifespan, ready=ready)
+    return make_app(routes, lifespan=lifespan, ready=ready, shard=settings)

@@ -28,8 +28,14 @@ from starlette.responses import Response
 
 from tessera.shared import metrics
 from tessera.shared.accept import requested_accept
+from tessera.shared.auth.internal import principal_of
+from tessera.shared.auth.labels import stored_labels
 from tessera.shared.dicomfile import ParsedInstance, parse_instance
-from tessera.shared.errors import InvalidInstance, MultipartError, NotAcceptable
+from tessera.shared.errors import (
+    InvalidInstance,
+    MultipartError,
+    NotAcceptable,
+)
 from tessera.shared.http import DicomJSONResponse, public_base_url
 from tessera.shared.mediatypes import parse_accept
 from tessera.shared.messages import IndexInstance, IndexJob, InstanceOutcome
@@ -82,6 +88,9 @@ class StoreInstances:
         _check_accept(requested_accept(request))
         content_type = request.headers.get("content-type", "")
         check_content_type(content_type)
+        labels, visible = stored_labels(
+            principal_of(request), request.query_params.getlist("label")
+        )
 
         reply_to = reply_key(self.settings.shard, uuid.uuid4().hex)
         sent: dict[str, _Stored] = {}
@@ -98,7 +107,7 @@ class StoreInstances:
         try:
             async with aclosing(parts):
                 async for part in parts:
-                    await self._one(part, study_uid, reply_to, sent, failed)
+                    await self._one(part, study_uid, reply_to, sent, failed, labels, visible)
         except MultipartError as e:
             if not sent and not failed:
                 raise
@@ -114,6 +123,8 @@ class StoreInstances:
         reply_to: str,
         sent: dict[str, _Stored],
         failed: list[_Failed],
+        labels: tuple[str, ...] = (),
+        visible: tuple[str, ...] | None = None,
     ) -> None:
         if part.content_type is not None and part.content_type.essence != DICOM:
             failed.append(
@@ -165,6 +176,8 @@ class StoreInstances:
             rows=parsed.rows,
             columns=parsed.columns,
             pixel_data=parsed.pixel_data_json(),
+            labels=labels,
+            visible=visible,
         )
         job = IndexJob(
             job_id=uuid.uuid4().hex,
@@ -212,15 +225,14 @@ class StoreInstances:
                 url += f"{inst.series_instance_uid}/instances/{inst.sop_instance_uid}"
                 referenced.append(_referenced(inst, url, stored.warning))
             else:
-                reason = (
-                    FailureReason.DUPLICATE_SOP_INSTANCE
-                    if outcome.outcome == "conflict"
-                    else FailureReason.PROCESSING_FAILURE
-                )
+                reason = {
+                    "conflict": FailureReason.DUPLICATE_SOP_INSTANCE,
+                    "refused": FailureReason.NOT_AUTHORIZED,
+                }.get(outcome.outcome, FailureReason.PROCESSING_FAILURE)
                 failed.append(
                     _Failed(inst.sop_class_uid, inst.sop_instance_uid, reason, outcome.reason)
                 )
-                if stored.written_now and outcome.outcome == "conflict":
+                if stored.written_now and outcome.outcome in ("conflict", "refused"):
                     # our bytes are referenced by no row: do not leave them behind
                     await self.store.delete(inst.storage_key)
 

@@ -74,4 +74,5 @@ def create_app(settings: Settings) -> Starlette:
         ],
         lifespan=lifespan,
         ready=ready,
+        shard=settings,
     )

@@ -72,6 +72,7 @@ from tessera.retrieve.queries import StoredInstance, stored_instances, target_of
 from tessera.retrieve.ranges import ByteRange, NotSatisfiable, requested_ranges
 from tessera.retrieve.streaming import OpenedPart, PartPipeline, open_part
 from tessera.shared.accept import accept_ranges
+from tessera.shared.auth.internal import principal_of
 from tessera.shared.dicomjson import parse_tag_path, quiet_pydicom, resolve_tag_path
 from tessera.shared.errors import NotFound, ObjectNotFound, TesseraError
 from tessera.shared.multipart import PartOut, multipart_content_type, write_parts
@@ -129,7 +130,7 @@ async def retrieve_bulkdata(request: Request) -> Response:
     negotiation = PartNegotiation(accept_ranges(request), PART_TYPE)
     if not negotiation.wanted:
         raise negotiation.not_acceptable((), noun="bulk data value")
-    (inst,) = await stored_instances(ctx.pool, target)
+    (inst,) = await stored_instances(ctx.pool, target, principal_of(request).labels)
     stored_ts = value_transfer_syntax(inst, tag_path)
     ts = negotiation.choose(stored_ts, lambda _stored, _wanted: False)
     if ts is None:

@@ -43,6 +43,7 @@ from tessera.retrieve.negotiation import COMPRESSED_MEDIA_TYPES, PartNegotiation
 from tessera.retrieve.queries import StoredInstance, stored_instances, target_of
 from tessera.retrieve.streaming import OpenedPart, PartPipeline, open_part
 from tessera.shared.accept import accept_ranges
+from tessera.shared.auth.internal import principal_of
 from tessera.shared.errors import BadRequest, NotFound, ObjectNotFound, TesseraError
 from tessera.shared.frameindex import FrameRange, frame_range
 from tessera.shared.multipart import multipart_content_type, new_boundary
@@ -125,7 +126,7 @@ async def retrieve_frames(request: Request) -> Response:
     negotiation = PartNegotiation(accept_ranges(request), PART_TYPE, COMPRESSED_MEDIA_TYPES)
     if not negotiation.wanted:
         raise negotiation.not_acceptable((), noun="frame")
-    (inst,) = await stored_instances(ctx.pool, target)
+    (inst,) = await stored_instances(ctx.pool, target, principal_of(request).labels)
     source = FrameSource.of(inst)
     source.check(numbers)
     chosen = negotiation.choose_part(source.transfer_syntax, source.convertible)

@@ -25,6 +25,7 @@ from tessera.retrieve.negotiation import PartNegotiation
 from tessera.retrieve.queries import StoredInstance, stored_instances, target_of
 from tessera.retrieve.streaming import OpenedPart, PartPipeline, missing_objects, open_part
 from tessera.shared.accept import accept_ranges
+from tessera.shared.auth.internal import principal_of
 from tessera.shared.errors import NotAcceptable, ObjectNotFound, TesseraError
 from tessera.shared.multipart import multipart_content_type, new_boundary
 from tessera.shared.storage import ObjectStore
@@ -42,7 +43,7 @@ async def retrieve_instances(request: Request) -> Response:
     negotiation = PartNegotiation(accept_ranges(request), PART_TYPE)
     if not negotiation.wanted:
         raise negotiation.not_acceptable(())
-    instances = await stored_instances(ctx.pool, target)
+    instances = await stored_instances(ctx.pool, target, principal_of(request).labels)
     # stored Transfer Syntax -> the ones to send, best first: a conversion the worker
     # refuses for an instance's pixels (406) falls back to the next (PS3.18 8.7.5)
     plan: dict[str, list[str]] = {}

@@ -28,6 +28,7 @@ from tessera.retrieve.context import context
 from tessera.retrieve.negotiation import metadata_media_type
 from tessera.retrieve.queries import instance_digests, metadata_rows, target_of
 from tessera.shared.accept import accept_ranges
+from tessera.shared.auth.internal import principal_of
 
 _RELATIVE = b'"BulkDataURI":"/'
 _BATCH = 256 * 1024  # bytes handed to the server at once
@@ -60,11 +61,11 @@ async def retrieve_metadata(request: Request) -> Response:
     media_type = metadata_media_type(accept_ranges(request))
     base = ctx.base_url(request)
     if request.headers.get("if-none-match"):  # revalidation: the digests alone decide
-        digests = await instance_digests(ctx.pool, target)
+        digests = await instance_digests(ctx.pool, target, principal_of(request).labels)
         headers = cache_headers(ctx.settings, target, _etag(digests, media_type, base))
         if matches(request, headers["ETag"]):
             return not_modified(headers)
-    rows = await metadata_rows(ctx.pool, target)
+    rows = await metadata_rows(ctx.pool, target, principal_of(request).labels)
     etag = _etag([digest for digest, _ in rows], media_type, base)
     return StreamingResponse(
         _array([text for _, text in rows], base),

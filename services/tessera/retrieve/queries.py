@@ -5,6 +5,9 @@ instances come back in retrieval order: series by SeriesNumber (then UID), insta
 InstanceNumber (then UID). When nothing matches, :func:`explain_not_found` says which
 level is missing, so a 404 names the study, series or instance the client got wrong
 (a series that exists under another study is "not in this study", PS3.18 10.4.1).
+
+Every read takes the caller's ``labels`` (README "Security"; None: every study): a study
+that carries none of them is not found, exactly as if it did not exist.
 """
 
 from __future__ import annotations
@@ -55,21 +58,29 @@ def target_of(path_params: Mapping[str, Any]) -> Target:
     return InstanceRef(study, series, check_uid(path_params["instance"], "SOPInstanceUID"))
 
 
-def _where(target: Target) -> tuple[str, list[str]]:
+Labels = frozenset[str] | None
+
+
+def _where(target: Target, labels: Labels) -> tuple[str, list[Any]]:
     clauses = ["st.study_instance_uid = $1"]
-    args = [target.study_instance_uid]
+    args: list[Any] = [target.study_instance_uid]
     if isinstance(target, SeriesRef | InstanceRef):
-        clauses.append("se.series_instance_uid = $2")
         args.append(target.series_instance_uid)
+        clauses.append(f"se.series_instance_uid = ${len(args)}")
     if isinstance(target, InstanceRef):
-        clauses.append("i.sop_instance_uid = $3")
         args.append(target.sop_instance_uid)
+        clauses.append(f"i.sop_instance_uid = ${len(args)}")
+    if labels is not None:
+        args.append(sorted(labels))
+        clauses.append(f"st.labels && ${len(args)}::text[]")
     return " WHERE " + " AND ".join(clauses), args
 
 
-async def stored_instances(pool: asyncpg.Pool, target: Target) -> list[StoredInstance]:
+async def stored_instances(
+    pool: asyncpg.Pool, target: Target, labels: Labels = None
+) -> list[StoredInstance]:
     """The instances of ``target`` in retrieval order; :class:`NotFound` if there are none."""
-    where, args = _where(target)
+    where, args = _where(target, labels)
     sql = (
         "SELECT st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid,"
         " i.transfer_syntax_uid, i.storage_key, i.size, i.pixel_data, i.sha256,"
@@ -78,7 +89,7 @@ async def stored_instances(pool: asyncpg.Pool, target: Target) -> list[StoredIns
     async with pool.acquire() as conn:
         rows = await conn.fetch(sql, *args)
         if not rows:
-            raise await explain_not_found(conn, target)
+            raise await explain_not_found(conn, target, labels)
     return [
         StoredInstance(
             InstanceRef(r[0], r[1], r[2]),
@@ -93,31 +104,43 @@ async def stored_instances(pool: asyncpg.Pool, target: Target) -> list[StoredIns
     ]
 
 
-async def metadata_rows(pool: asyncpg.Pool, target: Target) -> list[tuple[str, str]]:
+async def metadata_rows(
+    pool: asyncpg.Pool, target: Target, labels: Labels = None
+) -> list[tuple[str, str]]:
     """(SHA-256 of the stored object, DICOM JSON text) of each instance of ``target``."""
-    return [(r[0], r[1]) for r in await _fetch(pool, target, "i.sha256, i.metadata")]
+    return [(r[0], r[1]) for r in await _fetch(pool, target, "i.sha256, i.metadata", labels)]
 
 
-async def instance_digests(pool: asyncpg.Pool, target: Target) -> list[str]:
+async def instance_digests(pool: asyncpg.Pool, target: Target, labels: Labels = None) -> list[str]:
     """The SHA-256 of each instance of ``target``'s stored object, in retrieval order:
     what a validator (ETag) of the target's metadata is made from, read without it."""
-    return [r[0] for r in await _fetch(pool, target, "i.sha256")]
+    return [r[0] for r in await _fetch(pool, target, "i.sha256", labels)]
 
 
-async def _fetch(pool: asyncpg.Pool, target: Target, columns: str) -> list[asyncpg.Record]:
-    where, args = _where(target)
+async def _fetch(
+    pool: asyncpg.Pool, target: Target, columns: str, labels: Labels
+) -> list[asyncpg.Record]:
+    where, args = _where(target, labels)
     sql = f"SELECT {columns}" + _FROM + where + _ORDER
     async with pool.acquire() as conn:
         rows = await conn.fetch(sql, *args)
         if not rows:
-            raise await explain_not_found(conn, target)
+            raise await explain_not_found(conn, target, labels)
     return list(rows)
 
 
-async def explain_not_found(conn: asyncpg.Connection, target: Target) -> NotFound:
-    """A :class:`NotFound` naming the first level of ``target`` that does not exist."""
+async def explain_not_found(
+    conn: asyncpg.Connection, target: Target, labels: Labels = None
+) -> NotFound:
+    """A :class:`NotFound` naming the first level of ``target`` that does not exist (for
+    the caller: a study outside its labels does not exist)."""
     study = target.study_instance_uid
-    study_pk = await conn.fetchval("SELECT pk FROM study WHERE study_instance_uid = $1", study)
+    study_pk = await conn.fetchval(
+        "SELECT pk FROM study WHERE study_instance_uid = $1"
+        + ("" if labels is None else " AND labels && $2::text[]"),
+        study,
+        *(() if labels is None else (sorted(labels),)),
+    )
     if study_pk is None:
         return NotFound(f"study {study} not found")
     if isinstance(target, StudyRef):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from tessera.retrieve.queries import _FROM, _ORDER, Target, _where, explain_not_found
+from tessera.retrieve.queries import _FROM, _ORDER, Labels, Target, _where, explain_not_found
 from tessera.shared.refs import InstanceRef
 from tessera.shared.rendering import IMAGE_MEDIA_TYPES, PDF
 
@@ -66,9 +66,12 @@ class Renderable:
         return f"instance {self.ref.sop_instance_uid} ({what})"
 
 
-async def renderables(pool: asyncpg.Pool, target: Target) -> list[Renderable]:
-    """The instances of ``target`` in retrieval order; :class:`NotFound` if there are none."""
-    where, args = _where(target)
+async def renderables(
+    pool: asyncpg.Pool, target: Target, labels: Labels = None
+) -> list[Renderable]:
+    """The instances of ``target`` in retrieval order; :class:`NotFound` if there are none
+    (or none the caller's ``labels`` reach)."""
+    where, args = _where(target, labels)
     sql = (
         "SELECT st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid,"
         " i.sop_class_uid, i.transfer_syntax_uid, i.storage_key, i.number_of_frames,"
@@ -77,7 +80,7 @@ async def renderables(pool: asyncpg.Pool, target: Target) -> list[Renderable]:
     async with pool.acquire() as conn:
         rows = await conn.fetch(sql, *args)
         if not rows:
-            raise await explain_not_found(conn, target)
+            raise await explain_not_found(conn, target, labels)
     return [
         Renderable(
             InstanceRef(r[0], r[1], r[2]),

@@ -39,6 +39,7 @@ from tessera.retrieve.render_params import choose_media_type, not_acceptable, re
 from tessera.retrieve.renderables import Renderable, renderables, representative
 from tessera.retrieve.streaming import ClosingStreamingResponse, OpenedPart, PartPipeline, open_part
 from tessera.shared.accept import accept_ranges
+from tessera.shared.auth.internal import principal_of
 from tessera.shared.errors import BadRequest, NotAcceptable, NotFound, ObjectNotFound, TesseraError
 from tessera.shared.multipart import multipart_content_type, new_boundary
 from tessera.shared.refs import InstanceRef
@@ -127,7 +128,7 @@ async def retrieve_rendered(request: Request) -> Response:
     ctx = context(request)
     target = target_of(request.path_params)
     frames = frame_list(request.path_params.get("frames"))
-    instances = await renderables(ctx.pool, target)
+    instances = await renderables(ctx.pool, target, principal_of(request).labels)
     ranges = accept_ranges(request)
     if isinstance(target, InstanceRef):
         (inst,) = instances
@@ -157,7 +158,7 @@ async def retrieve_thumbnail(request: Request) -> Response:
     ctx = context(request)
     target = target_of(request.path_params)
     frames = frame_list(request.path_params.get("frames")) or [1]
-    instances = await renderables(ctx.pool, target)
+    instances = await renderables(ctx.pool, target, principal_of(request).labels)
     inst = representative(instances)
     if inst is None:
         raise NotAcceptable(f"{target.path} has no image to make a thumbnail of")

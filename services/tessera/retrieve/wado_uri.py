@@ -35,6 +35,7 @@ from tessera.retrieve.renderables import Renderable, renderables
 from tessera.retrieve.rendered import single
 from tessera.retrieve.streaming import ClosingStreamingResponse, open_part
 from tessera.shared.accept import requested_accept
+from tessera.shared.auth.internal import principal_of
 from tessera.shared.errors import BadRequest, NotAcceptable, ObjectNotFound, TesseraError
 from tessera.shared.mediatypes import parse_accept
 from tessera.shared.refs import InstanceRef, check_uid
@@ -140,7 +141,7 @@ def region(text: str | None) -> Region | None:
 async def wado_uri(request: Request) -> Response:
     """Retrieve DICOM Instance or Retrieve Rendered Instance (PS3.18 9.4, 9.5)."""
     ctx = context(request)
-    (inst,) = await renderables(ctx.pool, instance_of(request))
+    (inst,) = await renderables(ctx.pool, instance_of(request), principal_of(request).labels)
     one(request.query_params, "contentType")  # at most one (PS3.18 9.1.2.1)
     requested = requested_accept(request, "contentType")
     ranges = parse_accept(requested)

@@ -35,19 +35,27 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import httpx
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from tessera.router import viewer
+from tessera.router import study_labels, viewer
+from tessera.router.auth import apikeys_api, audit
+from tessera.router.auth.middleware import RouterAuth, admin_only, requires
+from tessera.router.auth.security import Security, database_of
 from tessera.router.proxy import Proxy, open_session
 from tessera.router.qido_fanout import QidoFanOut
 from tessera.router.rebalance import api as rebalance_api
 from tessera.router.registry import Registry, RegistryWatcher
 from tessera.router.shards import Service, ShardMap
 from tessera.router.stow_split import StowSplit
+from tessera.shared.auth import Permission
+from tessera.shared.auth.internal import httpx_auth, principal_of
+from tessera.shared.auth.labels import stored_labels
 from tessera.shared.errors import ServiceUnavailable
 from tessera.shared.http import make_app
 from tessera.shared.levels import Layout
@@ -101,6 +109,8 @@ class Router:
         if shards is None and not settings.router_database_url:
             self._static = ShardMap.from_settings(settings)
         self._clients: Clients | None = None
+        self.security = Security(settings)
+        self._internal_http: httpx.AsyncClient | None = None
         self.registry: Registry | None = None
         self._watcher: RegistryWatcher | None = None
 
@@ -111,6 +121,11 @@ class Router:
         session = open_session()
         settings = self.settings
         try:
+            await self.security.start()
+            # admin calls to the shards' internal routes (study labels)
+            self._internal_http = httpx.AsyncClient(
+                timeout=30, trust_env=False, auth=httpx_auth(settings)
+            )
             if self._static is None:
                 self.registry = await Registry.connect(settings.router_database_url)
                 self._watcher = RegistryWatcher(self.registry, settings.registry_poll)
@@ -133,6 +148,9 @@ class Router:
                 await self._watcher.stop()
             if self.registry is not None:
                 await self.registry.close()
+            await self.security.close()
+            if self._internal_http is not None:
+                await self._internal_http.aclose()
             await session.close()
 
     def connected_registry(self) -> Registry:
@@ -155,6 +173,11 @@ class Router:
             raise ServiceUnavailable("the router is not started", retry_after=1)
         return self._clients
 
+    def internal_http(self) -> httpx.AsyncClient:
+        if self._internal_http is None:
+            raise ServiceUnavailable("the router is not started", retry_after=1)
+        return self._internal_http
+
     @property
     def proxy(self) -> Proxy:
         return self.clients.proxy
@@ -169,6 +192,7 @@ class Router:
                 study = check_uid(request.query_params.get("studyUID", ""), "studyUID")
             shards = self.shards
             if service is Service.INGEST:
+                check_store_labels(request)
                 owner = (await StowSplit.owners(shards, {study}, self._pin))[study]
                 shard = shards.get(owner, study)
             else:
@@ -196,6 +220,7 @@ class Router:
 
     async def _store(self, request: Request) -> Response:
         """STOW-RS to /studies: through to the one shard, or split by study."""
+        check_store_labels(request)
         shards = self.shards
         only = shards.only()
         if only is not None:
@@ -208,21 +233,36 @@ class Router:
         return await self.registry.pin(uids, shard)
 
     def routes(self) -> list[BaseRoute]:
+        """The DICOMweb routes, each with the permission it needs (README "Security")."""
         p, get = self.prefix, ["GET"]  # Starlette adds HEAD to GET routes
         study = f"{p}/studies/{{study}}"
+        read, write = requires(Permission.READ), requires(Permission.WRITE)
         return [
-            Route(f"{p}/studies", self._store, methods=["POST"]),
-            Route(f"{p}/studies", self._search(Level.STUDY), methods=get),
-            Route(f"{p}/series", self._search(Level.SERIES), methods=get),
-            Route(f"{p}/instances", self._search(Level.INSTANCE), methods=get),
-            Route(study, self._to(Service.INGEST), methods=["POST"]),
-            Route(f"{study}/series", self._to(Service.INDEX), methods=get),
-            Route(f"{study}/instances", self._to(Service.INDEX), methods=get),
-            Route(f"{study}/series/{{series}}/instances", self._to(Service.INDEX), methods=get),
-            Route(study, self._to(Service.RETRIEVE), methods=get),
-            Route(f"{study}/{{rest:path}}", self._to(Service.RETRIEVE), methods=get),
-            Route(f"{p}/wado", self._to(Service.RETRIEVE), methods=get),
+            Route(f"{p}/studies", write(self._store), methods=["POST"]),
+            Route(f"{p}/studies", read(self._search(Level.STUDY)), methods=get),
+            Route(f"{p}/series", read(self._search(Level.SERIES)), methods=get),
+            Route(f"{p}/instances", read(self._search(Level.INSTANCE)), methods=get),
+            Route(study, write(self._to(Service.INGEST)), methods=["POST"]),
+            Route(f"{study}/series", read(self._to(Service.INDEX)), methods=get),
+            Route(f"{study}/instances", read(self._to(Service.INDEX)), methods=get),
+            Route(
+                f"{study}/series/{{series}}/instances", read(self._to(Service.INDEX)), methods=get
+            ),
+            Route(study, read(self._to(Service.RETRIEVE)), methods=get),
+            Route(f"{study}/{{rest:path}}", read(self._to(Service.RETRIEVE)), methods=get),
+            Route(f"{p}/wado", read(self._to(Service.RETRIEVE)), methods=get),
         ]
+
+    def admin_routes(self) -> list[BaseRoute]:
+        """``/admin/...``: the audit trail and API keys (with the router's database), and
+        shards and rebalance jobs (with a registry); all need the admin permission."""
+        routes: list[BaseRoute] = [*study_labels.routes(lambda: self.shards, self.internal_http)]
+        if database_of(self.settings):
+            routes += audit.routes(self.security.audit_trail)
+            routes += apikeys_api.routes(self.security.api_keys)
+        if self.settings.router_database_url and self._static is None:
+            routes += rebalance_api.routes(self.connected_registry, self.settings, probe=self.probe)
+        return admin_only(routes)
 
     async def ready(self) -> dict[str, str]:
         """Each service of each shard answers its ``/healthz``. With one shard (or none
@@ -247,16 +287,25 @@ class Router:
         return await self.proxy.probe(base_url, PROBE_TIMEOUT)
 
 
+def check_store_labels(request: Request) -> None:
+    """Refuse (400, 403) the ``label`` parameters of a STOW-RS before any byte goes to a
+    shard: the same rule the shard's ingest applies (:mod:`tessera.shared.auth.labels`)."""
+    stored_labels(principal_of(request), request.query_params.getlist("label"))
+
+
 def create_app(settings: Settings, *, shards: ShardMap | None = None) -> Starlette:
     """The router app; ``shards`` defaults to the registry at ``router_database_url``,
     or without one to the one shard of ``settings``. It reaches the shard services at
     their URLs (tests serve stand-ins over TCP: ``tests/support/serving.py``)."""
     router = Router(settings, shards)
-    routes = [*router.routes(), *viewer.routes(settings)]
-    if settings.router_database_url and shards is None:
-        # shards and rebalance jobs (/admin/...): only with a registry to keep them in
-        routes += rebalance_api.routes(router.connected_registry, settings, probe=router.probe)
-    app = make_app(routes, lifespan=router.lifespan, ready=router.ready)
+    routes = [*router.routes(), *router.admin_routes(), *viewer.routes(settings)]
+    app = make_app(
+        routes,
+        lifespan=router.lifespan,
+        ready=router.ready,
+        guard=Middleware(RouterAuth, security=router.security, prefix=router.prefix),
+    )
+    # outermost: CORS headers on every answer, refusals included, and preflight before auth
     app.add_middleware(
         CORSMiddleware,
         allow_origins=list(settings.cors_origins),

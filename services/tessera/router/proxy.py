@@ -14,8 +14,10 @@ httpcore's pool scans every pooled connection on each request and each response
 use the same session: it is the router's one HTTP client.
 
 Headers are end-to-end except the hop-by-hop ones (RFC 9110 7.6.1): Accept, Range,
-Authorization, If-None-Match... go up; Content-Type, ETag, Warning (QIDO-RS, PS3.18
-8.3.4.4), Content-Location... come down, repeated headers kept as repeated. The shard
+If-None-Match... go up, but not the client's Authorization or cookies: the shard gets the
+router's internal credential for the caller instead (:mod:`tessera.shared.auth.internal`).
+Content-Type, ETag, Warning (QIDO-RS, PS3.18 8.3.4.4), Content-Location... come down,
+repeated headers kept as repeated. The shard
 builds RetrieveURL and BulkDataURI for the client from ``X-Forwarded-Proto``,
 ``X-Forwarded-Host`` and ``X-Forwarded-Prefix`` (:func:`tessera.shared.http.public_base_url`),
 which the router sets from what the client sent it; a ``Forwarded`` header from the
@@ -39,6 +41,7 @@ from starlette.types import Receive, Scope, Send
 from yarl import URL
 
 from tessera.shared import metrics
+from tessera.shared.auth.internal import FORWARD_KEY
 from tessera.shared.errors import ServiceUnavailable
 
 log = logging.getLogger(__name__)
@@ -62,6 +65,10 @@ HOP_BY_HOP = frozenset(
 # shard; the forwarding headers are ours to set (a client must not choose the shard's
 # base URL).
 _NOT_UP = HOP_BY_HOP | {
+    # the client's credential stays here: the shards get the router's own
+    # (tessera.shared.auth.internal), minted by the auth middleware for this caller
+    "authorization",
+    "cookie",
     "host",
     "expect",
     "forwarded",
@@ -113,6 +120,9 @@ def upstream_headers(request: Request, prefix: str) -> list[tuple[bytes, bytes]]
     # uvicorn's proxy_headers has already made it request.client if the sender is trusted.
     if request.client is not None and "x-forwarded-for" not in request.headers:
         out.append((b"x-forwarded-for", request.client.host.encode("latin-1")))
+    internal = request.scope.get(FORWARD_KEY)
+    if internal:
+        out.append((b"authorization", internal.encode("latin-1")))
     return out
 
 

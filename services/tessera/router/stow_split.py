@@ -50,6 +50,7 @@ import aiohttp
 from pydicom import dcmread
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from yarl import URL
 
 from tessera.router.proxy import RETRY_AFTER, upstream_headers
 from tessera.router.shards import Service, Shard, ShardMap
@@ -336,8 +337,11 @@ class StowSplit:
         url = group.shard.url(Service.INGEST)
         started = time.perf_counter()
         try:
+            # the client's query goes along as it was sent (label=..., README "Security")
+            query = request.scope.get("query_string", b"").decode("latin-1")
+            target = URL(url + "/studies" + (f"?{query}" if query else ""), encoded=True)
             async with self.session.post(
-                url + "/studies", headers=headers, data=body, allow_redirects=False
+                target, headers=headers, data=body, allow_redirects=False
             ) as r:
                 metrics.observe_upstream(_origin(url), r.status, time.perf_counter() - started)
                 content = await r.read()

@@ -84,6 +84,7 @@ def install(app: Celery) -> None:
             settings.transcode_port,
             partial(ready, settings),
             partial(queue_families, settings),
+            settings,
         )
         _State.server = server.start()
 

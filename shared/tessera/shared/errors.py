@@ -4,6 +4,7 @@
     ├── BadRequest               400  malformed request (PS3.18 8.5)
     │   ├── MultipartError       400  malformed multipart/related body
     │   └── QueryError           400  unknown or malformed QIDO-RS key or value
+    ├── Forbidden                403  the caller may not do this (its permissions, labels)
     ├── NotFound                 404  no such study / series / instance / frame
     │   └── ObjectNotFound       404  storage has no object under that key
     ├── NotAcceptable            406  nothing in Accept can be produced
@@ -39,6 +40,10 @@ class MultipartError(BadRequest):
 
 class QueryError(BadRequest):
     pass
+
+
+class Forbidden(TesseraError):
+    status_code = 403
 
 
 class NotFound(TesseraError):

@@ -20,9 +20,12 @@ from contextlib import asynccontextmanager
 import redis.asyncio as aioredis
 import uvicorn
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 
+from tessera.shared.auth.internal import InternalAuth
 from tessera.shared.http import ReadyCheck, health_routes
 from tessera.shared.metrics import Scrape, metrics_route
+from tessera.shared.settings import Settings
 
 CHECK_TIMEOUT = 5.0  # seconds; a probe gives up before the kubelet's own timeout
 
@@ -40,10 +43,17 @@ async def probe_redis(url: str) -> AsyncIterator[aioredis.Redis]:
 
 class HealthServer:
     def __init__(
-        self, host: str, port: int, ready: ReadyCheck, scrape: Scrape | None = None
+        self,
+        host: str,
+        port: int,
+        ready: ReadyCheck,
+        scrape: Scrape | None = None,
+        settings: Settings | None = None,
     ) -> None:
         self.socket = socket.create_server((host, port))
-        app = Starlette(routes=[*health_routes(ready), metrics_route(scrape)])
+        # /metrics behind the internal credential or metrics_token, as on the services
+        guard = [Middleware(InternalAuth, settings=settings)] if settings is not None else []
+        app = Starlette(routes=[*health_routes(ready), metrics_route(scrape)], middleware=guard)
         config = uvicorn.Config(
             app, lifespan="off", log_level="warning", access_log=False, loop="asyncio"
         )

@@ -21,8 +21,10 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tessera.shared.auth.internal import InternalAuth
 from tessera.shared.errors import ServiceUnavailable, TesseraError
 from tessera.shared.metrics import MetricsMiddleware, Scrape, metrics_route
+from tessera.shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -118,13 +120,23 @@ def make_app(
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[Any]] | None = None,
     ready: ReadyCheck | None = None,
     scrape: Scrape | None = None,
+    shard: Settings | None = None,
+    guard: Middleware | None = None,
 ) -> Starlette:
     """The app with ``routes``, the probes, and ``/metrics`` (plus what ``scrape``
-    computes when Prometheus asks); every request is counted and timed."""
+    computes when Prometheus asks); every request is counted and timed. A shard
+    service passes its settings as ``shard``: every request but the probes then needs
+    the router's internal credential (:class:`~tessera.shared.auth.internal.InternalAuth`);
+    the router passes its own ``guard`` (authentication, authorization, audit)."""
+    middleware = [Middleware(MetricsMiddleware)]
+    if shard is not None:
+        middleware.append(Middleware(InternalAuth, settings=shard))
+    if guard is not None:
+        middleware.append(guard)
     return Starlette(
         routes=[*health_routes(ready), metrics_route(scrape), *routes],
         lifespan=lifespan,
-        middleware=[Middleware(MetricsMiddleware), Middleware(UnexpectedErrors)],
+        middleware=[*middleware, Middleware(UnexpectedErrors)],
         exception_handlers={TesseraError: _tessera_error, Exception: _unexpected},
     )
 

@@ -8,6 +8,8 @@ Used by the router's rebalance (moving studies between shards); never public. Se
                                                   {"sop", "series", "sha256", "size"}]}
     DELETE /studies/{study}                     rows, then objects; If-Match: "<digest>"
                                                 answers 412 if the study changed
+    GET    /internal/studies/{study}/labels     {"labels": [...]} (README "Security")
+    PUT    /internal/studies/{study}/labels     {"labels": [...]}: sets them
 
 The digest (:func:`study_digest`) names what a study holds, so a delete after a copy
 removes exactly what was copied.
@@ -21,10 +23,22 @@ from dataclasses import dataclass
 
 import httpx
 
+from tessera.shared.auth.labels import check_labels
+
 STUDIES_PATH = "/internal/studies"
 INSTANCES_PATH = "/internal/studies/{study}/instances"
 STUDY_PATH = "/studies/{study}"
+LABELS_PATH = "/internal/studies/{study}/labels"
 MAX_PAGE = 10_000
+
+__all__ = [
+    "IndexCallError",
+    "IndexInternalClient",
+    "ListedInstance",
+    "StudyChanged",
+    "check_labels",  # re-exported: the labels routes check what they set
+    "study_digest",
+]
 
 
 def study_digest(pairs: Iterable[tuple[str, str]]) -> str:
@@ -91,6 +105,18 @@ class IndexInternalClient:
             raise StudyChanged(r.text)
         return r.status_code != 404
 
+    async def labels(self, study: str) -> list[str] | None:
+        """The study's labels; None if the shard has no such study."""
+        r = await self._call("GET", LABELS_PATH.format(study=study), frozenset({404}))
+        return None if r.status_code == 404 else list(r.json()["labels"])
+
+    async def set_labels(self, study: str, labels: list[str]) -> list[str] | None:
+        """Set the study's labels; the new ones, or None if there is no such study."""
+        r = await self._call(
+            "PUT", LABELS_PATH.format(study=study), frozenset({404}), json={"labels": labels}
+        )
+        return None if r.status_code == 404 else list(r.json()["labels"])
+
     async def _call(
         self,
         method: str,
@@ -98,10 +124,13 @@ class IndexInternalClient:
         ok: frozenset[int] = frozenset(),
         params: dict[str, int] | None = None,
         headers: dict[str, str] | None = None,
+        json: object = None,
     ) -> httpx.Response:
         """The answer; IndexCallError for a status >= 400 not in ``ok``. Transport errors
         (the index down) propagate as httpx raises them: the caller retries those."""
-        r = await self.client.request(method, self.base + path, params=params, headers=headers)
+        r = await self.client.request(
+            method, self.base + path, params=params, headers=headers, json=json
+        )
         if r.status_code >= 400 and r.status_code not in ok:
             raise IndexCallError(f"HTTP {r.status_code} {r.text[:300].strip()}")
         return r

@@ -37,6 +37,11 @@ class IndexInstance:
     # ParsedInstance.pixel_data_json(): {"offset", "length", "vr", "encapsulated", "tag",
     # "deflated"} and the frame index (tessera.shared.frameindex)
     pixel_data: dict[str, Any] | None = None
+    # study labels to add (from the storer's credential or the request's label parameter)
+    labels: tuple[str, ...] = ()
+    # the storer's own labels: if given, an existing study without one of them is refused
+    # (outcome "refused"); None: the storer may store into any study
+    visible: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -60,11 +65,19 @@ class IndexJob:
         d = json.loads(raw)
         if d.get("v") != INDEX_JOB_VERSION:
             raise UnknownMessageVersion(f"index job version {d.get('v')!r}")
-        d["instances"] = tuple(IndexInstance(**i) for i in d["instances"])
+        d["instances"] = tuple(_instance(i) for i in d["instances"])
         return cls(**d)
 
 
-Outcome = Literal["stored", "unchanged", "replaced", "conflict", "failed"]
+def _instance(doc: dict[str, Any]) -> IndexInstance:
+    """An :class:`IndexInstance` from its JSON (lists made tuples again)."""
+    doc["labels"] = tuple(doc.get("labels") or ())
+    if doc.get("visible") is not None:
+        doc["visible"] = tuple(doc["visible"])
+    return IndexInstance(**doc)
+
+
+Outcome = Literal["stored", "unchanged", "replaced", "conflict", "refused", "failed"]
 
 
 @dataclass(frozen=True)
@@ -74,7 +87,9 @@ class InstanceOutcome:
     stored: new row; unchanged: the same object was already indexed (idempotent
     re-send); replaced: a different object under the same SOPInstanceUID replaced the
     old one (duplicate_policy=replace); conflict: it was kept out (duplicate_policy=
-    reject, or the UIDs clash with another study/series); failed: see ``reason``.
+    reject, or the UIDs clash with another study/series); refused: the storer's labels do
+    not reach the study (PS3.7 C.4.2 0x0124 Refused: Not Authorized); failed: see
+    ``reason``.
     """
 
     sop_instance_uid: str

@@ -104,6 +104,42 @@ class Settings:
     transcode_timeout: float = 60.0
     log_level: str = "info"
 
+    # --- security (README "Security") ------------------------------------------------------
+    # the secret the router signs its requests to the shard services with (>= 32 bytes,
+    # the same for every service of a deployment); empty = shard services check nothing,
+    # which they allow on loopback only
+    internal_secret: str = ""
+    # "off": the operator's acknowledgement that the archive answers without
+    # authentication on a non-loopback address (else such a service refuses to start)
+    auth: str = ""
+    # OpenID Connect: the issuer whose bearer tokens the router accepts (its discovery
+    # document and JWKS are fetched from it); empty = no OIDC
+    auth_issuer: str = ""
+    # the `aud` a token must carry
+    auth_audience: str = "tessera"
+    # asymmetric JWS algorithms accepted (never "none", never HMAC with a public key)
+    auth_algorithms: tuple[str, ...] = ("RS256", "PS256", "ES256", "EdDSA")
+    # seconds of clock skew allowed on exp / nbf / iat
+    auth_leeway: float = 30.0
+    # seconds between refreshes of the issuer's JWKS (an unknown `kid` refreshes sooner)
+    auth_jwks_refresh: float = 300.0
+    # claims whose values grant permissions: space-separated strings or lists; a dotted
+    # name walks into objects (Keycloak's realm_access.roles)
+    auth_permission_claims: tuple[str, ...] = ("scope", "realm_access.roles", "groups")
+    # a claim value grants permission P when it is this prefix + P ("tessera:read")
+    auth_permission_prefix: str = "tessera:"
+    # the claim listing the study labels a token is limited to (absent: every study)
+    auth_labels_claim: str = "tessera_labels"
+    # seconds an API key's row (and its revocation) is cached by a router
+    auth_cache_seconds: float = 5.0
+    # API keys and the audit trail: the router's PostgreSQL (empty = router_database_url)
+    auth_database_url: str = ""
+    # a bearer token that /metrics then requires (empty = /metrics is open)
+    metrics_token: str = ""
+    # HTTPS at the router: PEM certificate chain and private key (empty = plain HTTP)
+    tls_cert: str = ""
+    tls_key: str = ""
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         env = os.environ if environ is None else environ

@@ -20,6 +20,9 @@ class FailureReason(IntEnum):
     # PS3.7 Annex C.5 (C.5.11): Duplicate SOP Instance, used when a different object
     # arrives under a SOPInstanceUID that is already stored (duplicate_policy=reject)
     DUPLICATE_SOP_INSTANCE = 0x0111
+    # PS3.7 Annex C.5 (C.5.13): Refused: Not Authorized, for a storer whose credential's
+    # labels do not reach the study (README "Security")
+    NOT_AUTHORIZED = 0x0124
 
 
 class WarningReason(IntEnum):

@@ -53,6 +53,7 @@ from tessera.router.rebalance.batch import BatchMover, Study
 from tessera.router.rebalance.move import TIMEOUT, Copied, MoveError, Mover, ShardClient
 from tessera.router.registry import Registry
 from tessera.router.shards import ShardMap
+from tessera.shared.auth.internal import httpx_auth
 from tessera.shared.errors import Conflict, NotFound
 from tessera.shared.settings import Settings
 
@@ -438,7 +439,9 @@ async def run_job(settings: Settings, job_id: int) -> str:
     """Run or resume job ``job_id`` with a registry and HTTP client of its own."""
     registry = await Registry.connect(settings.router_database_url, max_size=8)
     try:
-        async with httpx.AsyncClient(timeout=TIMEOUT, trust_env=False) as client:
+        async with httpx.AsyncClient(
+            timeout=TIMEOUT, trust_env=False, auth=httpx_auth(settings)
+        ) as client:
             runner = JobRunner(settings, registry, client)
             try:
                 return await runner.run(job_id)

@@ -213,6 +213,7 @@ class Mover:
                 )
             missing = [i for s, i in src.items() if s not in dst]
             if not missing:
+                await self._copy_labels(study)
                 return Copied(len(src), sum(i.size for i in src.values()), sent)
             failures = await self._send(study, src, missing, whole=len(missing) == len(src))
             sent += len(missing)
@@ -220,6 +221,16 @@ class Mover:
             f"study {study}: instances still missing on {self.target.name} after "
             f"{ROUNDS} rounds; {'; '.join(failures[:3]) or 'no STOW failure reported'}"
         )
+
+    async def _copy_labels(self, study: str) -> None:
+        """The target's study gets the source's labels (README "Security"), so that who
+        may see it does not change when it moves."""
+        try:
+            labels = await self.source.index.labels(study)
+            if labels:
+                await self.target.index.set_labels(study, labels)
+        except IndexCallError as e:
+            raise MoveError(f"study {study}: copying its labels failed: {e}") from None
 
     async def _send(
         self, study: str, src: dict[str, Listed], missing: list[Listed], whole: bool

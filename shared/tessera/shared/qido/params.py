@@ -137,6 +137,9 @@ class QidoQuery:
     emptyvaluematching: bool = False
     multiplevaluematching: bool = True
     layout: Layout = DEFAULT_LAYOUT  # which attributes the index keeps at which level
+    # the caller's labels (never from the request's parameters): only studies carrying
+    # one of them match, and patient counts count only those; None: every study
+    labels: frozenset[str] | None = None
 
 
 def parse_query(

@@ -48,8 +48,20 @@ def _count(column: str) -> str:
     return f"jsonb_build_object('vr', 'IS', 'Value', jsonb_build_array({column}))"
 
 
-def _patient_count(expression: str) -> str:
-    return _count(f"(SELECT {expression} FROM study ps WHERE ps.patient_pk = st.patient_pk)")
+def _patient_count(expression: str, labels: str = "") -> str:
+    """A count over the patient's studies; ``labels`` (an SQL text[] argument) limits
+    it to the studies the caller may see."""
+    visible = f" AND ps.labels && {labels}" if labels else ""
+    return _count(
+        f"(SELECT {expression} FROM study ps WHERE ps.patient_pk = st.patient_pk{visible})"
+    )
+
+
+_PATIENT_COUNTS = {
+    "00201200": "count(*)",  # NumberOfPatientRelatedStudies
+    "00201202": "coalesce(sum(ps.number_of_series), 0)",
+    "00201204": "coalesce(sum(ps.number_of_instances), 0)",
+}
 
 
 _COMPUTED = {
@@ -59,9 +71,7 @@ _COMPUTED = {
     "00201206": _count("st.number_of_series"),  # NumberOfStudyRelatedSeries
     "00201208": _count("st.number_of_instances"),  # NumberOfStudyRelatedInstances
     "00201209": _count("se.number_of_instances"),  # NumberOfSeriesRelatedInstances
-    "00201200": _patient_count("count(*)"),  # NumberOfPatientRelatedStudies
-    "00201202": _patient_count("coalesce(sum(ps.number_of_series), 0)"),
-    "00201204": _patient_count("coalesce(sum(ps.number_of_instances), 0)"),
+    **{tag: _patient_count(expression) for tag, expression in _PATIENT_COUNTS.items()},
 }
 _URL = {
     Level.STUDY: "'/studies/' || st.study_instance_uid",
@@ -100,7 +110,11 @@ def document_sql(query: QidoQuery, args: Callable[[object], str], base_url: str)
     computed = {tag for tag in wanted if tag in _COMPUTED}
     if query.include_all and query.level is Level.STUDY:
         computed |= set(_STUDY_ALL)
-    pairs = [f"'{tag}', {_COMPUTED[tag]}" for tag in sorted(computed)]
+    sql = dict(_COMPUTED)
+    if query.labels is not None and computed & _PATIENT_COUNTS.keys():
+        visible = f"{args(sorted(query.labels))}::text[]"
+        sql.update({t: _patient_count(e, visible) for t, e in _PATIENT_COUNTS.items()})
+    pairs = [f"'{tag}', {sql[tag]}" for tag in sorted(computed)]
     if "00081190" in wanted:
         url = f"{args(base_url)}::text || {_URL[query.level]}"
         pairs.append(

@@ -141,6 +141,8 @@ def _order(query: QidoQuery) -> str:
 
 def _where(query: QidoQuery, args: Args) -> str:
     conditions = []
+    if query.labels is not None:
+        conditions.append(f"st.labels && {args(sorted(query.labels))}::text[]")
     if query.scope.study_instance_uid is not None:
         conditions.append(f"st.study_instance_uid = {args(query.scope.study_instance_uid)}")
     if query.scope.series_instance_uid is not None:
