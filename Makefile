@@ -11,6 +11,8 @@ STAMP := $(VENV)/.installed
 DATA ?= .var
 PORT ?= 8042
 SHARDS ?= 1
+AUTH ?=
+TLS ?=
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 # The OHIF viewer served at /viewer/: npm's @ohif/app, whose tarball ships the built dist/.
@@ -101,10 +103,10 @@ $(OHIF_DIST)/index.html:
 # A real OpenID provider (npm's oidc-provider, node-oidc-provider) for the tests and for
 # `make run AUTH=1`: installed from its package-lock.json (integrity-checked) beside its
 # configuration script.
-OIDC_DIR := tests/support/oidc
+OIDC_DIR := deploy/oidc-demo
 OIDC_STAMP := $(OIDC_DIR)/node_modules/.installed
 
-oidc-provider: $(OIDC_STAMP) ## install the test OpenID provider (npm ci in tests/support/oidc)
+oidc-provider: $(OIDC_STAMP) ## install the demo OpenID provider (npm ci in deploy/oidc-demo)
 
 $(OIDC_STAMP): $(OIDC_DIR)/package.json $(OIDC_DIR)/package-lock.json
 	@command -v npm >/dev/null || $(MAKE) --no-print-directory deps-viewer
@@ -121,11 +123,13 @@ $(STAMP): pyproject.toml constraints.txt
 constraints: ## re-pin constraints.txt to what .venv holds now
 	$(VENV)/bin/pip freeze --exclude-editable > constraints.txt
 
-run: deps venv ## run the whole archive here (state in DATA=.var), OHIF at http://127.0.0.1:8042/viewer/
+run: deps venv ## run the whole archive here (DATA=.var SHARDS=1 AUTH=1: a demo login, TLS=1: HTTPS)
 	@$(MAKE) --no-print-directory viewer || echo "run: no OHIF viewer (fetch failed); the API runs without it" >&2
+	@if [[ -n '$(AUTH)' ]]; then $(MAKE) --no-print-directory oidc-provider; fi
 	viewer=$$([[ -f '$(OHIF_DIST)/index.html' ]] && echo '$(abspath $(OHIF_DIST))' || true); \
 	TESSERA_SHARDS=$(SHARDS) TESSERA_VIEWER_DIR="$${TESSERA_VIEWER_DIR-$$viewer}" \
-	  exec $(VENV)/bin/tessera run --data '$(DATA)' --port $(PORT) --shards $(SHARDS)
+	  exec $(VENV)/bin/tessera run --data '$(DATA)' --port $(PORT) --shards $(SHARDS) \
+	    $(if $(AUTH),--auth) $(if $(TLS),--tls)
 
 test: deps deps-browser venv viewer oidc-provider helm-check ## run every test in tests/ (real servers, a real OpenID provider, OHIF in Chromium)
 	@rc=0; $(VENV)/bin/pytest $(PYTEST_ARGS) || rc=$$?; \

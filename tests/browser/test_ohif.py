@@ -33,7 +33,7 @@ from playwright.async_api import Locator, Page, Response, expect
 
 from tests.support.cluster import Cluster
 from tests.support.dicomgen import make_instance
-from tests.support.ohif import WatchedPage, read_viewport, screenshot
+from tests.support.ohif import WatchedPage, screenshot, wait_for_pixels
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -64,18 +64,6 @@ async def _open_study_list(page: Page, url: str) -> None:
     await expect(page.get_by_role("button", name="Upload")).to_be_visible()
 
 
-async def _wait_for_pixels(page: Page, within: float = PIXELS_TIMEOUT) -> dict[str, int]:
-    """The viewport's statistics once it shows an image (a tenth of it lit at least)."""
-    deadline = time.monotonic() + within
-    seen = None
-    while time.monotonic() < deadline:
-        seen = await read_viewport(page)
-        if seen and seen["lit"] > seen["width"] * seen["height"] // 10:
-            return seen
-        await page.wait_for_timeout(250)
-    raise AssertionError(f"the viewport stayed blank for {within}s: {seen}")
-
-
 async def _scroll_slices(page: Page, steps: int) -> set[int]:
     """Scroll the stack ``steps`` slices down with the wheel; the pictures drawn."""
     box = await page.locator("canvas.cornerstone-canvas").first.bounding_box()
@@ -85,7 +73,7 @@ async def _scroll_slices(page: Page, steps: int) -> set[int]:
     for _ in range(steps):
         await page.mouse.wheel(0, 120)
         await page.wait_for_timeout(150)
-        shown = await _wait_for_pixels(page)
+        shown = await wait_for_pixels(page)
         drawn.add(shown["hash"])
     return drawn
 
@@ -100,7 +88,7 @@ async def _slice_shown(page: Page) -> tuple[int, int]:
 
 async def _check_viewer(page: WatchedPage, cluster: Cluster, name: str) -> None:
     """In an opened study: pixels, then slices scrolled, all from the frames endpoint."""
-    first = await _wait_for_pixels(page.page)
+    first = await wait_for_pixels(page.page)
     await expect(page.page.get_by_text(SLICE_LABEL).first).to_be_visible()
     start, total = await _slice_shown(page.page)
     await screenshot(page.page, f"{name}-first-image")

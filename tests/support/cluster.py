@@ -46,6 +46,11 @@ PORTS = {
 }
 
 
+def child_env(settings: Settings) -> dict[str, str]:
+    """The environment of a service process started with ``settings``."""
+    return {**os.environ, **settings.env()}
+
+
 @dataclass
 class Cluster:
     settings: Settings
@@ -60,7 +65,7 @@ class Cluster:
         return f"http://127.0.0.1:{getattr(self.settings, PORTS[name])}"
 
     def start(self, name: str, **overrides: object) -> None:
-        env = {**os.environ, **self.settings.env()}
+        env = child_env(self.settings)
         env.update({f"TESSERA_{k.upper()}": str(v) for k, v in overrides.items()})
         log = open(self.workdir / f"{name}.log", "ab")
         self.procs[name] = subprocess.Popen(

@@ -1,4 +1,4 @@
-"""A real OpenID Connect provider for the tests: node-oidc-provider (``oidc/``), started
+"""A real OpenID Connect provider for the tests: node-oidc-provider (``deploy/oidc-demo``), started
 as a process on a free loopback port with signing keys made here.
 
 :class:`Provider` starts it with a configuration of clients and accounts, gets tokens
@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tessera.local import free_port, spawn
 
-FOLDER = Path(__file__).resolve().parent / "oidc"
+FOLDER = Path(__file__).resolve().parents[2] / "deploy" / "oidc-demo"
 RESOURCE = "urn:tessera"
 AUDIENCE = "tessera"
 

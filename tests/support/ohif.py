@@ -8,6 +8,7 @@ viewport into a 2D ``canvas.cornerstone-canvas``).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,3 +118,15 @@ class WatchedPage:
     def __init__(self, page: Page, watch: Watch) -> None:
         self.page = page
         self.watch = watch
+
+
+async def wait_for_pixels(page: Page, within: float = 45.0) -> dict[str, int]:
+    """The viewport's statistics once it shows an image (a tenth of it lit at least)."""
+    deadline = time.monotonic() + within
+    seen = None
+    while time.monotonic() < deadline:
+        seen = await read_viewport(page)
+        if seen and seen["lit"] > seen["width"] * seen["height"] // 10:
+            return seen
+        await page.wait_for_timeout(250)
+    raise AssertionError(f"the viewport stayed blank for {within}s: {seen}")

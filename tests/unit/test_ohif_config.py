@@ -113,3 +113,33 @@ def test_python_dash_m_runs_it() -> None:
         timeout=60,
     )
     assert _source(_window_config(done.stdout))["qidoRoot"] == "http://127.0.0.1:8042/dicom-web"
+
+
+def test_a_login_adds_oidc_and_thumbnails_that_send_the_token() -> None:
+    from tessera.router.viewer.ohif import ViewerConfig, app_config
+
+    plain = app_config(ViewerConfig("/dicom-web"))
+    assert "oidc" not in plain
+    config = ViewerConfig(
+        "/dicom-web", oidc_authority="https://idp.example/realms/pacs", oidc_client_id="ohif"
+    )
+    doc = app_config(config)
+    (login,) = doc["oidc"]
+    assert login["authority"] == "https://idp.example/realms/pacs"
+    assert login["client_id"] == "ohif" and login["response_type"] == "code"
+    assert login["redirect_uri"] == "/callback"
+    assert doc["dataSources"][0]["configuration"]["thumbnailRendering"] == "wadors"
+
+
+def test_a_login_needs_both_authority_and_client() -> None:
+    from tessera.router.viewer.ohif import ViewerConfig
+
+    with pytest.raises(ValueError, match="both"):
+        ViewerConfig("/dicom-web", oidc_authority="https://idp.example")
+
+
+def test_the_cli_writes_the_login_too(capsys: pytest.CaptureFixture[str]) -> None:
+    from tessera.router.viewer.ohif import main
+
+    main(["--oidc-authority", "https://idp.example", "--oidc-client-id", "ohif"])
+    assert '"client_id": "ohif"' in capsys.readouterr().out

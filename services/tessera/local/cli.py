@@ -18,20 +18,24 @@ import argparse
 import asyncio
 import dataclasses
 import os
+import secrets
 import signal
+import ssl
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from tessera.local import federation
+from tessera.local import federation, oidc_demo
 from tessera.local.processes import free_port, pick_port, start_postgres, start_redis
 from tessera.local.supervisor import Service, say, supervise
+from tessera.local.tls import self_signed
 from tessera.shared.settings import Settings
 
 PG_PORT = 55432
 REDIS_PORT = 56379
+OIDC_PORT = 8044  # the demo OpenID provider of `make run AUTH=1`
 # shards of `make run SHARDS=N`: five services each on two cores; more is no test of anything
 MAX_SHARDS = 16
 
@@ -109,11 +113,30 @@ def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def run(data: Path, port: int, shards: int = 1) -> int:
-    """Start the servers and the services; returns the exit status."""
+def _secret_file(path: Path, nbytes: int) -> str:
+    """A random secret kept in ``path`` (owner-only), made on the first run."""
+    if path.is_file():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.chmod(0o700)
+    value = secrets.token_urlsafe(nbytes)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    return value
+
+
+def run(data: Path, port: int, shards: int = 1, *, auth: bool = False, tls: bool = False) -> int:
+    """Start the servers and the services; returns the exit status. ``auth``: with the
+    demo OpenID provider (:mod:`tessera.local.oidc_demo`); ``tls``: the router on HTTPS
+    with a self-signed certificate (:mod:`tessera.local.tls`)."""
     data = data.absolute()
     for folder in (data, data / "objects", data / "spool"):
         folder.mkdir(parents=True, exist_ok=True)
+    # the shard services answer only the router (README "Security"), here too
+    os.environ.setdefault(
+        "TESSERA_INTERNAL_SECRET", _secret_file(data / "secrets" / "internal-secret", 48)
+    )
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # until supervise() takes over
     with ExitStack() as servers:
         say(f"data in {data}")
@@ -125,6 +148,10 @@ def run(data: Path, port: int, shards: int = 1) -> int:
         if shards == 1:
             applied = asyncio.run(_migrate(pg.dsn))
             say(f"migrations applied: {', '.join(applied) if applied else 'none needed'}")
+            # the router's database: the audit trail and API keys
+            router_db = federation.with_path(pg.dsn, federation.ROUTER_DATABASE)
+            asyncio.run(federation.create_database(pg.dsn, federation.ROUTER_DATABASE))
+            os.environ.setdefault("TESSERA_AUTH_DATABASE_URL", router_db)
             settings = cluster_settings(data, pg.dsn, redis.url, port)
         else:
             fed, services = federation_services(data, pg.dsn, redis.url, shards, port)
@@ -134,19 +161,51 @@ def run(data: Path, port: int, shards: int = 1) -> int:
             for shard in fed.shards:
                 say(f"{shard.shard}: ingest {shard.ingest_url}, index {shard.index_url}, "
                     f"retrieve {shard.retrieve_url}, objects {shard.storage_url}")  # fmt: skip
-        base = f"http://127.0.0.1:{settings.router_port}"
+        scheme = "https" if tls else "http"
+        base = f"{scheme}://127.0.0.1:{settings.router_port}"
         banner = [f"Tessera DICOMweb: {base}{settings.dicomweb_prefix}"]
         if shards > 1:
             banner[0] += f" ({shards} shards)"
         if settings.viewer_dir:
             banner.append(f"OHIF viewer: {base}/viewer/")
+        router_env: dict[str, str] = {}
+        verify: ssl.SSLContext | bool = True
+        if tls:
+            cert, key = self_signed(data / "tls")
+            router_env |= {"TESSERA_TLS_CERT": str(cert), "TESSERA_TLS_KEY": str(key)}
+            verify = ssl.create_default_context(cafile=str(cert))
+            banner.append(f"HTTPS with a self-signed certificate: curl --cacert {cert} ...")
+        if auth:
+            demo = oidc_demo.demo_provider(data, _ports(OIDC_PORT)[0], base)
+            router_env |= {
+                "TESSERA_AUTH": "on",
+                "TESSERA_AUTH_ISSUER": demo.issuer,
+                "TESSERA_VIEWER_OIDC_AUTHORITY": demo.issuer,
+                "TESSERA_VIEWER_OIDC_CLIENT_ID": "ohif",
+            }
+            services = [demo.service, *services]
+            banner += demo.banner()
+        else:
+            banner.append("no authentication: loopback only (make run AUTH=1 to try a login)")
+        services = [
+            dataclasses.replace(s, env={**s.env, **router_env}) if s.name == "router" else s
+            for s in services
+        ]
         env = {**os.environ, **settings.env(), "PYTHONUNBUFFERED": "1"}
 
         def announce() -> None:
             for line in banner:
                 say(line)
 
-        code = asyncio.run(supervise(services, env, ready_url=f"{base}/healthz", on_ready=announce))
+        code = asyncio.run(
+            supervise(
+                services,
+                env,
+                ready_url=f"{base}/healthz",
+                on_ready=announce,
+                ready_verify=verify,
+            )
+        )
         say("stopping Redis and PostgreSQL")
     say("stopped" if code == 0 else f"stopped after a failure (exit {code})")
     return code
@@ -170,6 +229,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="number of shards behind the router (default: $TESSERA_SHARDS or 1)",
     )
+    run_cmd.add_argument(
+        "--auth",
+        action="store_true",
+        help="start a demo OpenID provider and require its tokens (make run AUTH=1)",
+    )
+    run_cmd.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve HTTPS with a self-signed certificate (make run TLS=1)",
+    )
     args = parser.parse_args(argv)
     shards = args.shards
     if shards is None:
@@ -180,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 1 <= shards <= MAX_SHARDS:
         parser.error(f"--shards must be between 1 and {MAX_SHARDS}")
     try:
-        return run(args.data, args.port, shards)
+        return run(args.data, args.port, shards, auth=args.auth, tls=args.tls)
     except KeyboardInterrupt:
         say("interrupted; servers stopped")
         return 130

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import ssl
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -61,9 +62,11 @@ async def _pump(name: str, stream: asyncio.StreamReader, out: TextIO | None) -> 
         say(pending.decode(errors="replace"), name, out)
 
 
-async def _wait_ready(url: str, on_ready: Callable[[], None]) -> None:
+async def _wait_ready(
+    url: str, on_ready: Callable[[], None], verify: ssl.SSLContext | bool = True
+) -> None:
     """Poll ``url`` until it answers 200, then call ``on_ready`` once."""
-    async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
+    async with httpx.AsyncClient(timeout=2.0, trust_env=False, verify=verify) as client:
         while True:
             try:
                 if (await client.get(url)).status_code == 200:
@@ -136,6 +139,7 @@ async def supervise(
     *,
     ready_url: str | None = None,
     on_ready: Callable[[], None] = lambda: None,
+    ready_verify: ssl.SSLContext | bool = True,
     grace: float = 20.0,
     out: TextIO | None = None,
 ) -> int:
@@ -151,7 +155,7 @@ async def supervise(
         for service in services:
             children.append(await _spawn(service, env, out))
         if ready_url is not None:
-            watchers.append(asyncio.create_task(_wait_ready(ready_url, on_ready)))
+            watchers.append(asyncio.create_task(_wait_ready(ready_url, on_ready, ready_verify)))
         await asyncio.wait(
             [watchers[0], *(c.exited for c in children)], return_when=asyncio.FIRST_COMPLETED
         )

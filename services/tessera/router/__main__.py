@@ -2,4 +2,4 @@
 
 from tessera.shared.serve import serve
 
-serve("tessera.router.app:create_app", port_setting="router_port")
+serve("tessera.router.app:create_app", port_setting="router_port", public=True)

@@ -22,6 +22,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
+from tessera.shared.auth.exposure import check_exposure
 from tessera.shared.auth.internal import InternalAuth
 from tessera.shared.http import ReadyCheck, health_routes
 from tessera.shared.metrics import Scrape, metrics_route
@@ -50,6 +51,8 @@ class HealthServer:
         scrape: Scrape | None = None,
         settings: Settings | None = None,
     ) -> None:
+        if settings is not None:
+            check_exposure(settings, public=False)
         self.socket = socket.create_server((host, port))
         # /metrics behind the internal credential or metrics_token, as on the services
         guard = [Middleware(InternalAuth, settings=settings)] if settings is not None else []

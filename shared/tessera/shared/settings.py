@@ -94,6 +94,12 @@ class Settings:
     # rendered by transcode; an <img> sends no Authorization header) or "wadors" (OHIF
     # fetches and decodes a whole frame itself; works with token auth)
     viewer_thumbnail_rendering: str = "thumbnailDirect"
+    # OHIF's login (OpenID Connect, authorization code + PKCE): the provider and the
+    # viewer's public client there; empty = no login in the viewer. With it, thumbnails
+    # are fetched with the token ("wadors") whatever viewer_thumbnail_rendering says
+    viewer_oidc_authority: str = ""
+    viewer_oidc_client_id: str = ""
+    viewer_oidc_scope: str = "openid profile"
     # QIDO-RS: largest page the server returns (PS3.18 8.3.4.4 / 10.6.3.2 Warning)
     qido_max_limit: int = 1000
     # QIDO-RS: extra searchable attributes, ``level:keyword-or-tag`` (``study:InstitutionName,

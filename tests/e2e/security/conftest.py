@@ -1,6 +1,6 @@
 """A cluster with access control on, and the real OpenID provider it trusts.
 
-provider        node-oidc-provider (tests/support/oidc) with one machine client per
+provider        node-oidc-provider (deploy/oidc-demo) with one machine client per
                 permission (reader, writer, deleter, admin, everything), one whose
                 tokens live 2 s (brief), and limited ones (labels)
 secure          a single-shard cluster (every service its own process): shard services

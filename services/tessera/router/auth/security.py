@@ -20,6 +20,7 @@ from tessera.router.auth.apikeys import ApiKeys, InvalidKey, is_api_key
 from tessera.router.auth.audit import AuditTrail
 from tessera.router.auth.oidc import InvalidToken, OidcVerifier
 from tessera.shared.auth import Principal
+from tessera.shared.auth.exposure import auth_enabled
 from tessera.shared.auth.internal import InternalCredential
 from tessera.shared.db.migrate import apply_migrations
 from tessera.shared.errors import ServiceUnavailable
@@ -28,13 +29,6 @@ from tessera.shared.settings import Settings
 log = logging.getLogger(__name__)
 
 MIGRATIONS = "tessera.router.auth"
-
-
-def auth_enabled(settings: Settings) -> bool:
-    mode = settings.auth.strip().lower()
-    if mode not in ("", "on", "off"):
-        raise ValueError(f"auth must be on, off or empty, not {settings.auth!r}")
-    return mode == "on" or (mode == "" and bool(settings.auth_issuer))
 
 
 def database_of(settings: Settings) -> str:

@@ -33,6 +33,11 @@ What the data source says about Tessera, and why (option names are OHIF 3.13's):
 * ``dicomUploadEnabled``: OHIF's upload dialog, one STOW-RS request per file.
 * ``bulkDataURI.enabled``: OHIF follows the BulkDataURIs of ``/metadata``; Tessera's are
   absolute, built from the request's (or the proxy's ``X-Forwarded-*``) origin.
+* ``oidc`` (with ``viewer_oidc_authority`` and ``viewer_oidc_client_id``): OHIF logs the
+  user in at the OpenID provider (authorization code flow with PKCE, a public client
+  whose redirect URI is ``<viewer>/callback``) and sends the access token with every
+  DICOMweb request; thumbnails then go through ``'wadors'`` too, since an ``<img>``
+  cannot send the token.
 """
 
 from __future__ import annotations
@@ -62,6 +67,9 @@ class ViewerConfig:
     router_basename: str = "/"
     thumbnail_rendering: str = "thumbnailDirect"
     friendly_name: str = "Tessera"
+    oidc_authority: str = ""
+    oidc_client_id: str = ""
+    oidc_scope: str = "openid profile"
 
     def __post_init__(self) -> None:
         if self.thumbnail_rendering not in THUMBNAIL_RENDERINGS:
@@ -76,6 +84,8 @@ class ViewerConfig:
             )
         if not self.router_basename.startswith("/"):
             raise ValueError(f"router basename {self.router_basename!r} must start with /")
+        if bool(self.oidc_authority) != bool(self.oidc_client_id):
+            raise ValueError("the viewer's login needs both an OIDC authority and a client id")
 
     @classmethod
     def from_settings(
@@ -87,6 +97,9 @@ class ViewerConfig:
             dicomweb_url=url,
             router_basename=router_basename,
             thumbnail_rendering=settings.viewer_thumbnail_rendering,
+            oidc_authority=settings.viewer_oidc_authority,
+            oidc_client_id=settings.viewer_oidc_client_id,
+            oidc_scope=settings.viewer_oidc_scope,
         )
 
 
@@ -104,7 +117,7 @@ def data_source(config: ViewerConfig) -> dict[str, Any]:
             "wadoUriRoot": root,
             "qidoSupportsIncludeField": True,
             "imageRendering": "wadors",
-            "thumbnailRendering": config.thumbnail_rendering,
+            "thumbnailRendering": "wadors" if config.oidc_authority else config.thumbnail_rendering,
             "enableStudyLazyLoad": True,
             "supportsFuzzyMatching": True,
             "supportsWildcard": True,
@@ -116,11 +129,38 @@ def data_source(config: ViewerConfig) -> dict[str, Any]:
     }
 
 
+def oidc(config: ViewerConfig) -> list[dict[str, Any]]:
+    """OHIF's ``oidc`` setting: the authorization code flow with PKCE (oidc-client-ts)."""
+    if not config.oidc_authority:
+        return []
+    return [
+        {
+            "authority": config.oidc_authority,
+            "client_id": config.oidc_client_id,
+            "redirect_uri": "/callback",
+            "response_type": "code",
+            "scope": config.oidc_scope,
+            # OHIF mounts its sign-out callback at this path: "/" would take over the
+            # study list and viewer routes
+            "post_logout_redirect_uri": "/logout-redirect",
+            "automaticSilentRenew": True,
+            "revokeAccessTokenOnSignout": True,
+        }
+    ]
+
+
 def app_config(config: ViewerConfig) -> dict[str, Any]:
     """``window.config`` of the viewer: OHIF's defaults, with Tessera as the one source."""
+    login = {"oidc": oidc(config)} if config.oidc_authority else {}
+    basename = config.router_basename
+    if login:
+        # OHIF strips the basename from the redirect URI's path and compares the result
+        # with the location's path ("/callback"): with a trailing slash they never match
+        basename = basename.rstrip("/") or "/"
     return {
+        **login,
         "name": "tessera",
-        "routerBasename": config.router_basename,
+        "routerBasename": basename,
         "extensions": [],
         "modes": [],
         "customizationService": {},
@@ -169,6 +209,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(default: %(default)s)",
     )
     parser.add_argument("--name", default="Tessera", help="the data source's friendly name")
+    parser.add_argument(
+        "--oidc-authority",
+        default=settings.viewer_oidc_authority,
+        help="the OpenID provider OHIF logs users in at (default: none, no login)",
+    )
+    parser.add_argument(
+        "--oidc-client-id",
+        default=settings.viewer_oidc_client_id,
+        help="OHIF's public client at that provider (authorization code + PKCE)",
+    )
+    parser.add_argument(
+        "--oidc-scope", default=settings.viewer_oidc_scope, help="scopes (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     try:
         config = ViewerConfig(
@@ -176,6 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             router_basename=args.router_basename,
             thumbnail_rendering=args.thumbnail_rendering,
             friendly_name=args.name,
+            oidc_authority=args.oidc_authority,
+            oidc_client_id=args.oidc_client_id,
+            oidc_scope=args.oidc_scope,
         )
     except ValueError as exc:
         parser.error(str(exc))
