@@ -95,6 +95,7 @@ PY
 refuse no-database-secret "databaseSecret is required" 'del values["shards"][0]["databaseSecret"]'
 refuse redis-url-path "redis.url: Does not match pattern" 'values["redis"]["url"] = "redis://r:6379/0/x"'
 refuse same-shard-name "is used twice" 'values["shards"][1]["name"] = "shard-0"'
+refuse no-internal-secret "internalSecret is required" 'values["auth"]["internalSecret"] = None  # null removes it from the defaults'
 refuse unknown-key "Additional property" 'values["shards"][0]["bukket"] = "x"'
-echo "helm/check.sh: bad values refused (no database secret, a Redis URL with a path," \
+echo "helm/check.sh: bad values refused (no database secret, no internal secret, a Redis URL with a path," \
      "duplicate shard, unknown key)"

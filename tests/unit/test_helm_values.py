@@ -109,3 +109,13 @@ def test_bad_top_level_values_are_refused() -> None:
         values = copy.deepcopy(DEFAULTS)
         values[key] = value
         assert errors(values), key
+
+
+def test_access_control_is_required_and_the_internal_secret_is_a_secret() -> None:
+    assert "auth" in SCHEMA["required"]
+    values = copy.deepcopy(DEFAULTS)
+    del values["auth"]["internalSecret"]
+    assert errors(values) == ["auth: 'internalSecret' is a required property"]
+    values = copy.deepcopy(DEFAULTS)
+    values["auth"]["issuer"] = "not a url"
+    assert errors(values) and errors(values)[0].startswith("auth/issuer")

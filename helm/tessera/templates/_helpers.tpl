@@ -107,7 +107,15 @@ prometheus.io/path: /metrics
   value: {{ printf "s3://%s" .shard.bucket | quote }}
 - name: TESSERA_LOG_LEVEL
   value: {{ .root.Values.logLevel | default "info" | quote }}
+{{ include "tessera.internalSecretEnv" .root }}
 {{ include "tessera.s3Env" .root }}
+{{- end -}}
+
+{{/* the shards' internal credential (every service of a shard, the router, the rebalance) */}}
+{{- define "tessera.internalSecretEnv" -}}
+- name: TESSERA_INTERNAL_SECRET
+  valueFrom:
+    secretKeyRef: {name: {{ .Values.auth.internalSecret.name }}, key: {{ .Values.auth.internalSecret.key }}}
 {{- end -}}
 
 {{- define "tessera.routerEnv" -}}
@@ -120,4 +128,15 @@ prometheus.io/path: /metrics
   value: {{ .Values.router.registryPoll | default 1.0 | toString | quote }}
 - name: TESSERA_LOG_LEVEL
   value: {{ .Values.logLevel | default "info" | quote }}
+- name: TESSERA_AUTH
+  value: "on"
+- name: TESSERA_AUTH_ISSUER
+  value: {{ .Values.auth.issuer | default "" | quote }}
+- name: TESSERA_AUTH_AUDIENCE
+  value: {{ .Values.auth.audience | default "tessera" | quote }}
+- name: TESSERA_AUTH_PERMISSION_PREFIX
+  value: {{ .Values.auth.permissionPrefix | default "tessera:" | quote }}
+- name: TESSERA_AUTH_LABELS_CLAIM
+  value: {{ .Values.auth.labelsClaim | default "tessera_labels" | quote }}
+{{ include "tessera.internalSecretEnv" . }}
 {{- end -}}
