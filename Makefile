@@ -162,7 +162,7 @@ fmt: venv ## format the code (ruff check --fix, then ruff format)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: _bench-script deps-bench venv ## run bench/run.py (Tessera next to Orthanc), BENCH_ARGS=...
+bench: _bench-script deps-bench venv oidc-provider ## run bench/run.py (Tessera next to Orthanc), BENCH_ARGS=...
 	$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
 
 _bench-script:

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from tessera.local import ServerProcess, free_port, spawn, wait_until
@@ -60,10 +60,17 @@ def _answers_200(url: str) -> bool:
 
 
 def _ready(cluster: TesseraCluster) -> bool:
-    """The router's ``/readyz`` (every service of the shard answers) and a QIDO search."""
-    return _answers_200(cluster.url + "/readyz") and _answers_200(
-        cluster.dicomweb_url + "/studies?limit=1"
-    )
+    """The router's ``/readyz`` (every service of the shard answers) and a QIDO search
+    (401 counts: the router answered, it wants a token)."""
+    if not _answers_200(cluster.url + "/readyz"):
+        return False
+    try:
+        with urllib.request.urlopen(cluster.dicomweb_url + "/studies?limit=1", timeout=5) as r:
+            return bool(r.status == 200)
+    except urllib.error.HTTPError as e:
+        return e.code == 401
+    except OSError:
+        return False
 
 
 def start_tessera(
@@ -72,6 +79,7 @@ def start_tessera(
     log_level: str = "warning",
     timeout: float = 180.0,
     env: Mapping[str, str] | None = None,
+    run_args: Sequence[str] = (),
 ) -> TesseraCluster:
     """Start the whole cluster with its state in ``data_dir`` (must be enterable by the
     ``postgres`` user when we are root: give its parents mode 0711); ``env`` adds
@@ -89,7 +97,7 @@ def start_tessera(
         **(env or {}),
     }
     argv = [sys.executable, "-m", "tessera.local", "run", "--data", str(data / "state"),
-            "--port", str(port)]  # fmt: skip
+            "--port", str(port), *run_args]  # fmt: skip
     log_path = data / "tessera.log"
     proc = spawn(argv, log_path, env=env, cwd=data)
     cluster = TesseraCluster(proc, log_path, data, port)

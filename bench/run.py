@@ -424,6 +424,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import federation
 
         return federation.main([a for a in argv if a != "--federation"])
+    if "--auth" in argv:  # what checking a bearer token costs (issue 10)
+        from bench import auth
+
+        return auth.main([a for a in argv if a != "--auth"])
     args = parse_args(argv)
     if args.ohif:
         ohif.check_chromium()

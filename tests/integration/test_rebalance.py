@@ -42,6 +42,7 @@ from tessera.router.registry import Registry
 from tessera.router.shards import Shard, ShardMap
 from tessera.shared.db.migrate import apply_migrations
 from tessera.shared.http import make_app
+from tessera.shared.index_internal import IndexInternalClient
 from tessera.shared.settings import Settings
 from tests.support.buckets import new_bucket
 from tests.support.cluster import Cluster, quick_shard_settings
@@ -214,15 +215,24 @@ def same_instances(before: Inventory, after: Inventory) -> None:
 async def test_add_shard_moves_its_studies(shards, registry, router_settings, http):
     s1, s2 = shards["s1"], shards["s2"]
     await register(registry, s1)
-    await store_studies(http, shards, ["s1"], 24)
+    studies = await store_studies(http, shards, ["s1"], 24)
     before = await inventory(http, [s1, s2])
     assert {shard for shard, _, _ in before.values()} == {"s1"}
+    # labels (README "Security") move with their study
+    for n, study in enumerate(studies):
+        index = IndexInternalClient(http, s1.index_url)
+        assert await index.set_labels(study, [f"ward-{n % 3}", "research"]) is not None
 
     job_id = await start_add(registry, "s2", s2.ingest_url, s2.index_url, s2.retrieve_url)
     assert await JobRunner(router_settings, registry, http).run(job_id) == "done"
 
     after = await inventory(http, [s1, s2])
     same_instances(before, after)
+    placed = await owners(registry)
+    for n, study in enumerate(studies):
+        owner = s2 if placed.owner(study) == "s2" else s1
+        labels = await IndexInternalClient(http, owner.index_url).labels(study)
+        assert labels == sorted([f"ward-{n % 3}", "research"]), (study, owner.name)
     smap = await owners(registry)
     assert smap.placement == ("s1", "s2") and smap.next_placement is None
     assert smap.overrides == {}  # every move released its pin

@@ -140,6 +140,9 @@ class Settings:
     auth_cache_seconds: float = 5.0
     # API keys and the audit trail: the router's PostgreSQL (empty = router_database_url)
     auth_database_url: str = ""
+    # audit events of the same caller, action, study and query within this many seconds
+    # are one event (a viewer's hundreds of frame requests); 0 = one event per request
+    audit_coalesce_seconds: float = 60.0
     # a bearer token that /metrics then requires (empty = /metrics is open)
     metrics_token: str = ""
     # HTTPS at the router: PEM certificate chain and private key (empty = plain HTTP)

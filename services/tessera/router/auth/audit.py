@@ -15,6 +15,13 @@ Events are group-committed: the requests in flight share one INSERT, so the cost
 request is a share of a transaction, not one each. If the database cannot take an event,
 the request is answered 503 instead of with data.
 
+Coalescing: a viewer opening a series asks for hundreds of frames of one study. Requests
+that would make the same event — same caller (subject, client, address), action, study,
+patient, query and outcome — within ``audit_coalesce_seconds`` (60) are one event: the
+first is committed before its answer, the others wait for that commit (or find it done)
+and add nothing. This is the granularity of PS3.15 A.5.3.7 (instances of a study
+accessed by a user), not of HTTP requests. ``0`` records every request.
+
 ``GET /admin/audit?patient=&study=&subject=&action=&since=&until=&limit=`` (the
 ``admin`` permission) lists events, newest first.
 """
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import astuple, dataclass, fields
 from datetime import datetime
@@ -38,6 +46,7 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
 MAX_LIST = 10_000
+MAX_RECENT = 100_000  # coalescing keys kept before the expired ones are dropped
 
 
 def outcome(status: int) -> int:
@@ -63,6 +72,23 @@ class AuditEvent:
     study_instance_uid: str | None
     patient_id: str | None
 
+    def coalescing_key(self) -> tuple[object, ...]:
+        """What makes two requests one event (see the module docstring)."""
+        query = self.query if self.action != "retrieve" else ""
+        return (
+            self.action,
+            self.outcome,
+            self.subject,
+            self.client_id,
+            self.auth_method,
+            self.address,
+            self.study_instance_uid,
+            self.patient_id,
+            query,
+            self.path if self.action != "retrieve" else "",
+            self.http_method,
+        )
+
     def to_json(self) -> dict[str, object]:
         doc: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self)}
         doc["at"] = self.at.isoformat()
@@ -73,10 +99,13 @@ COLUMNS = [f.name for f in fields(AuditEvent)]
 
 
 class AuditTrail:
-    """Group-committed inserts of :class:`AuditEvent` rows."""
+    """Group-committed, coalesced inserts of :class:`AuditEvent` rows."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, coalesce_seconds: float = 60.0) -> None:
         self.pool = pool
+        self.coalesce_seconds = coalesce_seconds
+        # coalescing key -> (the commit of its event, until when it covers repeats)
+        self._recent: dict[tuple[object, ...], tuple[asyncio.Future[None], float]] = {}
         self._pending: list[tuple[AuditEvent, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -93,8 +122,21 @@ class AuditTrail:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def record(self, event: AuditEvent) -> None:
-        """Returns when ``event`` is committed; raises if it could not be."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        """Returns when ``event`` (or the event it repeats) is committed; raises if it
+        could not be."""
+        now = time.monotonic()
+        key = event.coalescing_key()
+        recent = self._recent.get(key) if self.coalesce_seconds > 0 else None
+        if recent is not None and recent[1] > now:
+            future = recent[0]
+            if not future.done() or future.exception() is None:
+                await asyncio.shield(future)
+                return
+        future = asyncio.get_running_loop().create_future()
+        if self.coalesce_seconds > 0:
+            if len(self._recent) > MAX_RECENT:
+                self._recent = {k: v for k, v in self._recent.items() if v[1] > now}
+            self._recent[key] = (future, now + self.coalesce_seconds)
         self._pending.append((event, future))
         self._wake.set()
         await asyncio.shield(future)

@@ -61,7 +61,7 @@ class Security:
             self._pool = await asyncpg.create_pool(dsn, min_size=1, max_size=8)
             assert self._pool is not None
             self.keys = ApiKeys(self._pool, self.settings.auth_cache_seconds)
-            self.audit = AuditTrail(self._pool)
+            self.audit = AuditTrail(self._pool, self.settings.audit_coalesce_seconds)
             self.audit.start()
         else:
             log.warning("no router database: requests are not audited")
