@@ -143,6 +143,9 @@ class Settings:
     # audit events of the same caller, action, study and query within this many seconds
     # are one event (a viewer's hundreds of frame requests); 0 = one event per request
     audit_coalesce_seconds: float = 60.0
+    # audit events also to an audit repository as RFC 5424 syslog (IHE ATNA):
+    # udp://host:514, tcp://host:601 or tls://host:6514; empty = the trail only
+    audit_syslog_url: str = ""
     # a bearer token that /metrics then requires (empty = /metrics is open)
     metrics_token: str = ""
     # HTTPS at the router: PEM certificate chain and private key (empty = plain HTTP)

@@ -101,9 +101,15 @@ COLUMNS = [f.name for f in fields(AuditEvent)]
 class AuditTrail:
     """Group-committed, coalesced inserts of :class:`AuditEvent` rows."""
 
-    def __init__(self, pool: asyncpg.Pool, coalesce_seconds: float = 60.0) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        coalesce_seconds: float = 60.0,
+        forward: Callable[[AuditEvent], None] | None = None,
+    ) -> None:
         self.pool = pool
         self.coalesce_seconds = coalesce_seconds
+        self.forward = forward  # each committed event, e.g. to syslog (best effort)
         # coalescing key -> (the commit of its event, until when it covers repeats)
         self._recent: dict[tuple[object, ...], tuple[asyncio.Future[None], float]] = {}
         self._pending: list[tuple[AuditEvent, asyncio.Future[None]]] = []
@@ -158,9 +164,11 @@ class AuditTrail:
                         if not future.done():
                             future.set_exception(e)
                     continue
-                for _, future in batch:
+                for event, future in batch:
                     if not future.done():
                         future.set_result(None)
+                    if self.forward is not None:
+                        self.forward(event)
 
     async def search(
         self,

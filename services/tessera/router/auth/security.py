@@ -19,6 +19,7 @@ from tessera.router.auth import claims
 from tessera.router.auth.apikeys import ApiKeys, InvalidKey, is_api_key
 from tessera.router.auth.audit import AuditTrail
 from tessera.router.auth.oidc import InvalidToken, OidcVerifier
+from tessera.router.auth.syslog import SyslogForwarder
 from tessera.shared.auth import Principal
 from tessera.shared.auth.exposure import auth_enabled
 from tessera.shared.auth.internal import InternalCredential
@@ -47,6 +48,7 @@ class Security:
         self.oidc: OidcVerifier | None = None
         self.keys: ApiKeys | None = None
         self.audit: AuditTrail | None = None
+        self.syslog: SyslogForwarder | None = None
         self._pool: asyncpg.Pool | None = None
         if self.enabled and not database_of(settings):
             raise ValueError(
@@ -61,7 +63,12 @@ class Security:
             self._pool = await asyncpg.create_pool(dsn, min_size=1, max_size=8)
             assert self._pool is not None
             self.keys = ApiKeys(self._pool, self.settings.auth_cache_seconds)
-            self.audit = AuditTrail(self._pool, self.settings.audit_coalesce_seconds)
+            forward = None
+            if self.settings.audit_syslog_url:
+                self.syslog = SyslogForwarder(self.settings.audit_syslog_url)
+                self.syslog.start()
+                forward = self.syslog.send
+            self.audit = AuditTrail(self._pool, self.settings.audit_coalesce_seconds, forward)
             self.audit.start()
         else:
             log.warning("no router database: requests are not audited")
@@ -74,6 +81,8 @@ class Security:
             await self.oidc.close()
         if self.audit is not None:
             await self.audit.close()
+        if self.syslog is not None:
+            await self.syslog.close()
         if self._pool is not None:
             await self._pool.close()
 
