@@ -32,19 +32,12 @@ from urllib.parse import urlsplit
 
 from tessera.local import ServerProcess, free_port, spawn, wait_until
 from tessera.local import federation as local_federation
+from tessera.local.cli import SHARD_SERVICES
 from tessera.local.processes import start_postgres, start_redis
 from tessera.shared.db.migrate import apply_migrations
 from tessera.shared.settings import Settings
 
-MODULES = {
-    "ingest": "tessera.ingest",
-    "index": "tessera.index",
-    "index-worker": "tessera.index.worker",
-    "retrieve": "tessera.retrieve",
-    "transcode": "tessera.transcode",
-    "router": "tessera.router",
-    "rebalance": "tessera.router.rebalance",
-}
+MODULES = {**SHARD_SERVICES, "router": "tessera.router", "rebalance": "tessera.router.rebalance"}
 HTTP_PORT = {"ingest": "ingest_port", "index": "index_port", "retrieve": "retrieve_port",
              "router": "router_port"}  # fmt: skip
 QIDO_SERVICES = ("index",)

@@ -23,18 +23,13 @@ import asyncpg
 import httpx
 
 from tessera.local import child_kwargs
+from tessera.local.cli import SHARD_SERVICES
 from tessera.local.processes import free_port
 from tessera.shared.db.migrate import apply_migrations
 from tessera.shared.settings import Settings
 
-COMMANDS: dict[str, str] = {
-    "ingest": "tessera.ingest",
-    "index": "tessera.index",
-    "index-worker": "tessera.index.worker",
-    "retrieve": "tessera.retrieve",
-    "transcode": "tessera.transcode",
-    "router": "tessera.router",
-}
+# every service's module, as `tessera run` starts them
+COMMANDS: dict[str, str] = {**SHARD_SERVICES, "router": "tessera.router"}
 PORTS = {
     "ingest": "ingest_port",
     "index": "index_port",
