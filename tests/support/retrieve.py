@@ -1,11 +1,7 @@
-"""A retrieve app on a real PostgreSQL and a local object folder, for the WADO-RS tests
-that need no transcode worker, and a store that counts what is read from it. Any app
-under test in process (the index's too) can be started with :func:`running` and called
-with :func:`asgi_client`.
-
-The fixtures (``settings``, ``app``, ``client``) are taken into a test module by
-assignment, ``app = retrieve_setup.app``: pytest finds a fixture by the module's names,
-and a test's argument then does not shadow an imported name (ruff F811).
+"""Apps under test in process: :func:`running` starts one (its lifespan), :func:`asgi_client`
+calls it through httpx's ASGI transport; and a store that counts what is read from it.
+The retrieve app's fixtures for the WADO-RS tests that need no transcode worker are in
+``tests/integration/retrieve/conftest.py``.
 """
 
 from __future__ import annotations

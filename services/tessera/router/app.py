@@ -51,7 +51,7 @@ from tessera.router.proxy import Proxy, open_session
 from tessera.router.qido_fanout import QidoFanOut
 from tessera.router.rebalance import api as rebalance_api
 from tessera.router.registry import Registry, RegistryWatcher
-from tessera.router.shards import Service, ShardMap
+from tessera.router.shards import Service, Shard, ShardMap
 from tessera.router.stow_split import StowSplit
 from tessera.shared.auth import Permission
 from tessera.shared.auth.internal import httpx_auth, principal_of
@@ -253,12 +253,33 @@ class Router:
             Route(f"{p}/wado", read(self._to(Service.RETRIEVE)), methods=get),
         ]
 
+    async def studies_of_patient(self, patient_id: str) -> list[str]:
+        """Every StudyInstanceUID of a PatientID on every shard (for the audit trail),
+        asked of each shard's index with the router's own credential."""
+        client = self.internal_http()
+
+        async def one(shard: Shard) -> list[str]:
+            r = await client.get(
+                shard.url(Service.INDEX) + "/studies",
+                params={"PatientID": patient_id, "includefield": "0020000D", "limit": "1000"},
+                headers={"Accept": "application/dicom+json"},
+            )
+            if r.status_code >= 400:
+                raise ServiceUnavailable(f"shard {shard.name} answered {r.status_code}", 5)
+            return [s["0020000D"]["Value"][0] for s in (r.json() if r.content else [])]
+
+        try:
+            found = await asyncio.gather(*(one(s) for s in self.shards.all()))
+        except httpx.HTTPError as e:
+            raise ServiceUnavailable(f"a shard did not answer ({e})", 5) from None
+        return sorted({uid for studies in found for uid in studies})
+
     def admin_routes(self) -> list[BaseRoute]:
         """``/admin/...``: the audit trail and API keys (with the router's database), and
         shards and rebalance jobs (with a registry); all need the admin permission."""
         routes: list[BaseRoute] = [*study_labels.routes(lambda: self.shards, self.internal_http)]
         if database_of(self.settings):
-            routes += audit.routes(self.security.audit_trail)
+            routes += audit.routes(self.security.audit_trail, self.studies_of_patient)
             routes += apikeys_api.routes(self.security.api_keys)
         if self.settings.router_database_url and self._static is None:
             routes += rebalance_api.routes(self.connected_registry, self.settings, probe=self.probe)

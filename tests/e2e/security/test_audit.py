@@ -49,11 +49,14 @@ def test_queries_retrieves_and_stores_are_audited_with_their_subject(
         ("retrieve", "reader", 0),
     ]
     assert all(e["address"] == "127.0.0.1" and e["auth_method"] == "oidc" for e in by_study)
+    # the patient: the search that named them, and every request on their study
     by_patient = httpx.get(audit, params={"patient": patient}, headers=admin).json()["events"]
-    assert [(e["action"], e["subject"], e["client_id"]) for e in by_patient] == [
-        ("query", "reader", "reader")
+    assert [(e["action"], e["subject"], e["client_id"]) for e in reversed(by_patient)] == [
+        ("store", "writer", "writer"),
+        ("query", "reader", "reader"),
+        ("retrieve", "reader", "reader"),
     ]
-    assert f"PatientID={patient}" in by_patient[0]["query"]
+    assert f"PatientID={patient}" in by_patient[1]["query"]
     failures = httpx.get(
         audit, params={"subject": "reader", "action": "retrieve"}, headers=admin
     ).json()["events"]

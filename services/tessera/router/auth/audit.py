@@ -23,7 +23,9 @@ and add nothing. This is the granularity of PS3.15 A.5.3.7 (instances of a study
 accessed by a user), not of HTTP requests. ``0`` records every request.
 
 ``GET /admin/audit?patient=&study=&subject=&action=&since=&until=&limit=`` (the
-``admin`` permission) lists events, newest first.
+``admin`` permission) lists events, newest first. ``patient=`` finds the requests that
+named the patient (a search by PatientID) and every request on one of the patient's
+studies, which the shards are asked for at query time.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import astuple, dataclass, fields
 from datetime import datetime
 
@@ -174,6 +176,7 @@ class AuditTrail:
         self,
         *,
         patient: str | None = None,
+        patient_studies: list[str] | None = None,
         study: str | None = None,
         subject: str | None = None,
         action: str | None = None,
@@ -183,8 +186,11 @@ class AuditTrail:
     ) -> list[AuditEvent]:
         where: list[str] = []
         args: list[object] = []
+        if patient is not None:
+            args += [patient, patient_studies or []]
+            n = len(args)
+            where.append(f"(patient_id = ${n - 1} OR study_instance_uid = ANY(${n}::text[]))")
         for column, value in (
-            ("patient_id", patient),
             ("study_instance_uid", study),
             ("subject", subject),
             ("action", action),
@@ -219,7 +225,10 @@ def _time(value: str | None, name: str) -> datetime | None:
     return parsed
 
 
-def routes(trail: Callable[[], AuditTrail]) -> list[Route]:
+StudiesOf = Callable[[str], Awaitable[list[str]]]
+
+
+def routes(trail: Callable[[], AuditTrail], studies_of: StudiesOf) -> list[Route]:
     async def list_events(request: Request) -> Response:
         q = request.query_params
         try:
@@ -228,8 +237,10 @@ def routes(trail: Callable[[], AuditTrail]) -> list[Route]:
             raise BadRequest("limit must be an integer") from None
         if not 0 < limit <= MAX_LIST:
             raise BadRequest(f"limit must be 1..{MAX_LIST}")
+        patient = q.get("patient")
         events = await trail().search(
-            patient=q.get("patient"),
+            patient=patient,
+            patient_studies=await studies_of(patient) if patient else None,
             study=q.get("study"),
             subject=q.get("subject"),
             action=q.get("action"),
