@@ -5,20 +5,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.routing import Route
 
 from tessera.ingest.stow import StoreInstances
 from tessera.shared.http import make_app
-from tessera.shared.queue import IndexQueue
+from tessera.shared.queue import IndexQueue, blocking_client
 from tessera.shared.settings import Settings
 from tessera.shared.storage import open_store
 
 
 def create_app(settings: Settings) -> Starlette:
     store = open_store(settings)
-    redis = aioredis.from_url(settings.redis_url, max_connections=256)
+    redis = blocking_client(settings.redis_url, settings.index_timeout, max_connections=256)
     queue = IndexQueue(redis, settings.shard)
     stow = StoreInstances(settings, store, queue)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from tessera.shared.messages import IndexJob, IndexReply
 
@@ -45,6 +45,13 @@ class Delivery:
     error: str = ""
 
 
+def blocking_client(url: str, wait_seconds: float, **kwargs: Any) -> aioredis.Redis:
+    """A Redis client for a service that blocks up to ``wait_seconds`` on a reply: its
+    socket timeout (redis-py's default is 5 s) is longer than the wait it serves, so a
+    slow index is reported as such (0xA700), not cut into a connection error."""
+    return aioredis.from_url(url, socket_timeout=wait_seconds + 5.0, **kwargs)
+
+
 class IndexQueue:
     def __init__(self, redis: aioredis.Redis, shard: str) -> None:
         self.redis = redis
@@ -60,6 +67,11 @@ class IndexQueue:
     ) -> list[IndexReply]:
         """Collect up to ``count`` replies from the list ``reply_to``; what arrived when
         ``wait_seconds`` ran out (fewer than ``count`` means the index did not commit in time).
+
+        Bounded by ``wait_seconds`` whatever Redis does: a Redis that stalls or drops the
+        connection ends the wait early with what arrived (the caller reports the rest as
+        not committed in time, 0xA700), it never becomes the caller's error. The client's
+        own socket timeout must exceed ``wait_seconds`` (:func:`blocking_client`).
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds
@@ -68,7 +80,12 @@ class IndexQueue:
             left = deadline - loop.time()
             if left <= 0:
                 break
-            got = await self.redis.blpop([reply_to], timeout=max(left, 0.01))
+            try:
+                async with asyncio.timeout(left + 1.0):
+                    got = await self.redis.blpop([reply_to], timeout=max(left, 0.01))
+            except (TimeoutError, RedisError) as e:
+                log.warning("waiting for index replies on %s: %s", reply_to, e)
+                break
             if got is None:
                 break
             replies.append(IndexReply.loads(got[1]))
