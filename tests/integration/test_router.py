@@ -123,7 +123,11 @@ class StandIn:
 
         methods = ["GET", "POST", "PUT", "DELETE"]
         return Starlette(
-            routes=[Route("/healthz", healthz), Route("/{path:path}", anything, methods=methods)]
+            routes=[
+                Route("/healthz", healthz),
+                Route("/readyz", healthz),
+                Route("/{path:path}", anything, methods=methods),
+            ]
         )
 
     async def _big(self) -> AsyncIterator[bytes]:

@@ -106,7 +106,11 @@ class Ingest:
             return response
 
         return Starlette(
-            routes=[Route("/healthz", healthz), Route("/studies", store, methods=["POST"])]
+            routes=[
+                Route("/healthz", healthz),
+                Route("/readyz", healthz),
+                Route("/studies", store, methods=["POST"]),
+            ]
         )
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import asyncpg
 import httpx
 import pytest
+import redis.exceptions
 from prometheus_client import REGISTRY
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
@@ -60,3 +62,32 @@ async def test_error_after_the_response_started_is_not_hidden() -> None:
     async with client(raise_errors=True) as c:
         with pytest.raises(RuntimeError, match="after the status"):
             await c.get("/http-errors/late")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed"),
+        asyncpg.exceptions.AdminShutdownError("terminating connection"),
+        asyncpg.exceptions.CannotConnectNowError("the database system is starting up"),
+        redis.exceptions.ConnectionError("Connection refused"),
+        redis.exceptions.TimeoutError("Timeout reading from socket"),
+        ConnectionRefusedError(111, "Connection refused"),
+        TimeoutError(),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+async def test_a_dependency_that_is_down_is_503_with_retry_after(error: Exception) -> None:
+    """Issue 15: PostgreSQL or Redis down or restarting is a 503 the client may retry,
+    not a 500; the body names no host, address or error detail."""
+
+    async def down(request: Request) -> Response:
+        raise error
+
+    a = make_app([Route("/http-errors/down", down)])
+    transport = httpx.ASGITransport(app=a, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        r = await c.get("/http-errors/down")
+    assert r.status_code == 503
+    assert int(r.headers["retry-after"]) > 0
+    assert r.text == "a dependency of this service is unavailable; try again\n"

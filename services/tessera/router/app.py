@@ -63,7 +63,7 @@ from tessera.shared.qido.attributes import Level
 from tessera.shared.refs import check_uid
 from tessera.shared.settings import Settings
 
-# seconds a shard service has to answer /healthz (readiness, a shard being added)
+# seconds a shard service has to answer /readyz (readiness, a shard being added)
 PROBE_TIMEOUT = 3.0
 
 CORS_METHODS = ["GET", "POST", "PUT", "DELETE", "OPTIONS"]
@@ -286,7 +286,8 @@ class Router:
         return admin_only(routes)
 
     async def ready(self) -> dict[str, str]:
-        """Each service of each shard answers its ``/healthz``. With one shard (or none
+        """Each service of each shard is ready (its ``/readyz``: its database, Redis,
+        storage answer). With one shard (or none
         answering) a service down makes the router not ready; with N, a shard down is
         reported but the router stays ready: it still serves the others' studies."""
         targets = [
@@ -304,7 +305,7 @@ class Router:
         }
 
     async def probe(self, base_url: str) -> str:
-        """Empty if ``base_url/healthz`` answers 200, else why not."""
+        """Empty if ``base_url/readyz`` answers 200, else why not."""
         return await self.proxy.probe(base_url, PROBE_TIMEOUT)
 
 

@@ -239,10 +239,11 @@ class Proxy:
         return UpstreamResponse(upstream)
 
     async def probe(self, base_url: str, seconds: float) -> str:
-        """Empty if ``base_url/healthz`` answers 200 within ``seconds``, else why not."""
+        """Empty if ``base_url/readyz`` answers 200 within ``seconds`` (the service and
+        the dependencies it needs answer), else why not."""
         try:
             async with self.session.get(
-                _base(base_url)[0] + "/healthz", timeout=aiohttp.ClientTimeout(total=seconds)
+                _base(base_url)[0] + "/readyz", timeout=aiohttp.ClientTimeout(total=seconds)
             ) as r:
                 await r.read()
                 return "" if r.status == 200 else f"HTTP {r.status}"

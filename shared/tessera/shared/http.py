@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+import asyncpg
+import redis.exceptions
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -54,7 +56,27 @@ async def _tessera_error(request: Request, exc: Exception) -> Response:
     return PlainTextResponse(exc.reason + "\n", status_code=exc.status_code, headers=headers)
 
 
+# A dependency that is down, restarting or not answering in time (PostgreSQL, Redis, a
+# socket): the request may succeed later, so it is 503 with Retry-After, not 500 (issue 15).
+DEPENDENCY_DOWN: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    ConnectionError,  # refused, reset, aborted
+    TimeoutError,
+)
+RETRY_AFTER = 5
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, DEPENDENCY_DOWN):
+        log.warning("%s %s: a dependency is unavailable: %s", request.method, request.url.path, exc)
+        return PlainTextResponse(
+            "a dependency of this service is unavailable; try again\n",
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER)},
+        )
     log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
     return PlainTextResponse("internal error\n", status_code=500)
 

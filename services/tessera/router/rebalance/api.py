@@ -16,7 +16,7 @@ whatever guards the archive (or keep ``/admin`` off the public ingress).
 ``routes(registry, settings, probe=...)`` gives the routes; ``registry`` is the router's
 :class:`~tessera.router.registry.Registry`, or a function returning it (for an app whose
 registry is opened in its lifespan, after the routes are built); ``probe(base_url)`` asks
-a service's ``/healthz`` through the router's HTTP client (``Router.probe``).
+a service's ``/readyz`` through the router's HTTP client (``Router.probe``).
 """
 
 from __future__ import annotations
