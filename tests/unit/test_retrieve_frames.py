@@ -50,7 +50,9 @@ MR = "multipart/related"
 
 
 @pytest.mark.parametrize(
-    ("text", "numbers"), [("1", [1]), ("3,1,3", [3, 1, 3]), ("1, 2", [1, 2]), ("0", [0])]
+    ("text", "numbers"),
+    # PS3.18 frame-list: non-duplicate frame numbers, any order; a repeat is served once
+    [("1", [1]), ("3,1,3", [3, 1]), ("1, 2", [1, 2]), ("0", [0]), (",".join(["7"] * 9999), [7])],
 )
 def test_frame_list(text, numbers):
     assert parse_frame_list(text) == numbers

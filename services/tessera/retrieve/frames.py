@@ -1,7 +1,7 @@
 """WADO-RS Retrieve Frames (PS3.18 10.4, Frames resource of Table 10.4.1-1; 8.7.3.3).
 
 ``GET /studies/{s}/series/{se}/instances/{i}/frames/{frame_list}``: ``frame_list`` is
-comma-separated 1-based frame numbers (repeats allowed, served in the order asked). The
+comma-separated 1-based frame numbers (served in the order asked, a repeat once). The
 answer is ``multipart/related; type=<part type>``, one part per frame:
 
 * native pixel data (Table 8.7.3-4): ``application/octet-stream;
@@ -56,8 +56,10 @@ MAX_FRAMES_PER_REQUEST = 10_000
 
 
 def parse_frame_list(text: str) -> list[int]:
-    """The frame numbers of a ``{frame_list}`` path segment; 400 if it is not a
-    comma-separated list of unsigned integers."""
+    """The frame numbers of a ``{frame_list}`` path segment, in the order asked; 400 if
+    it is not a comma-separated list of unsigned integers. The list is one of
+    non-duplicate frame numbers (PS3.18 frame-list): a repeat is served once, so a short
+    URL cannot ask for the same frame thousands of times (issue 15)."""
     parts = text.split(",")
     if len(parts) > MAX_FRAMES_PER_REQUEST:
         raise BadRequest(f"at most {MAX_FRAMES_PER_REQUEST} frames per request")
@@ -70,7 +72,7 @@ def parse_frame_list(text: str) -> list[int]:
                 " e.g. 1,3,5 (PS3.18 10.4)"
             )
         numbers.append(int(part))
-    return numbers
+    return list(dict.fromkeys(numbers))
 
 
 @dataclass(frozen=True)

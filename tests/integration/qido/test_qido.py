@@ -296,3 +296,9 @@ async def test_readiness(client):
     response = await client.get("/readyz")
     assert response.status_code == 200
     assert response.json()["database"] == "ok"
+
+
+async def test_a_nul_in_a_value_is_400(client):
+    """Issue 15: a NUL (``%00``) reached PostgreSQL and answered 500."""
+    r = await client.get("/studies", params={"PatientName": "a\x00b"})
+    assert r.status_code == 400 and "NUL" in r.text

@@ -288,3 +288,12 @@ def test_extra_attributes_change_the_level_of_a_key():
     assert key.attribute.level is Level.STUDY
     with pytest.raises(QueryError, match="series-level"):
         parse_query([("BodyPartExamined", "HEAD")], Level.STUDY)
+
+
+@pytest.mark.parametrize(
+    "items", [[("PatientName", "a\x00b")], [("Patient\x00Name", "x")], [("includefield", "\x00")]]
+)
+def test_a_nul_character_is_400_not_a_database_error(items: list[tuple[str, str]]) -> None:
+    """Issue 15: ``?PatientName=a%00b`` answered 500 from asyncpg."""
+    with pytest.raises(QueryError, match="NUL"):
+        parse_query(items, Level.STUDY)

@@ -156,6 +156,9 @@ def parse_query(
     numbers: dict[str, int] = {}
     flags: dict[str, bool] = {}
     for name, value in items:
+        if "\x00" in name or "\x00" in value:
+            # PostgreSQL text cannot hold NUL, and no DICOM value has one (PS3.5 6.1.2)
+            raise QueryError("a query parameter holds a NUL character (%00)")
         if name == "includefield":
             for part in (p.strip() for p in value.split(",")):
                 if part == "all":
