@@ -14,10 +14,22 @@ queue and the request types are the contract in :mod:`tessera.shared.transcode`.
 
 from __future__ import annotations
 
+import sys
+
 from celery import Celery
 
 from tessera.shared.settings import Settings
 from tessera.shared.transcode import queue_name
+
+
+# pydicom reads sequences recursively. Ingest accepts what it can parse within Python's
+# default limit (1000 frames) at the shallow stack of its event loop; a task runs under
+# Celery's deeper stack, so the same data set could exceed the limit here and fail a
+# read of stored data (issue 15). Three times the default keeps every accepted data set
+# decodable, well inside the 8 MiB C stack; past it, tessera.transcode.cache.decodable
+# answers 406 with the reason.
+RECURSION_LIMIT = 3000
+sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))
 
 
 class TranscodeCelery(Celery):

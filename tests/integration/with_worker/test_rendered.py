@@ -8,6 +8,7 @@ source of the corpus) and otherwise from the formulas of PS3.3 applied with pydi
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 
 import httpx
@@ -19,6 +20,7 @@ from pydicom.uid import generate_uid
 
 from tessera.shared.dicomjson import quiet_pydicom
 from tests.support.corpus import CORPUS, FLAIR, PDF, by_number, parts, store_files
+from tests.support.deep import nested
 from tests.support.rendering import (
     IGNORE_SETEX,
     RenderCount,
@@ -276,3 +278,27 @@ async def test_identical_concurrent_requests_render_once(retrieve, renders, data
     assert {r.status_code for r in answers} == {200}
     assert len({r.content for r in answers}) == 1
     assert renders.calls == 1
+
+
+async def test_deeply_nested_sequences_render_and_past_the_limit_say_why(
+    retrieve, tmp_path: Path
+) -> None:
+    """Issue 15: a data set nested deep enough to pass ingest but not the decoder under
+    the worker's deeper stack answered 500. The worker decodes what ingest accepts; and
+    what it cannot decode (the recursion limit lowered here to force it) is a 406 that
+    says why, not a 500."""
+    app, client = retrieve
+    path = tmp_path / "deep.dcm"
+    path.write_bytes(nested(150))
+    (deep,) = await store_files(app, [path])
+    assert (await client.get(f"{deep.url}/metadata")).status_code == 200
+    r = await client.get(f"{deep.url}/rendered", headers={"Accept": PNG})
+    assert r.status_code == 200, r.text
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(450)
+    try:
+        r = await client.get(f"{deep.url}/frames/1/rendered", headers={"Accept": JPEG})
+    finally:
+        sys.setrecursionlimit(limit)
+    assert r.status_code == 406, (r.status_code, r.text[:200])
+    assert "nested too deeply" in r.text
