@@ -21,7 +21,6 @@ from celery import Celery
 from tessera.shared.settings import Settings
 from tessera.shared.transcode import queue_name
 
-
 # pydicom reads sequences recursively. Ingest accepts what it can parse within Python's
 # default limit (1000 frames) at the shallow stack of its event loop; a task runs under
 # Celery's deeper stack, so the same data set could exceed the limit here and fail a
