@@ -11,6 +11,7 @@ import pytest
 import redis.exceptions
 from prometheus_client import REGISTRY
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -91,3 +92,23 @@ async def test_a_dependency_that_is_down_is_503_with_retry_after(error: Exceptio
     assert r.status_code == 503
     assert int(r.headers["retry-after"]) > 0
     assert r.text == "a dependency of this service is unavailable; try again\n"
+
+
+async def test_a_guard_whose_dependency_is_down_is_503_with_cors_headers() -> None:
+    """The authentication middleware runs inside the error mapping: its API-key database
+    down is a 503 a browser can read (CORS), not a bare 500 from outside it."""
+
+    class DownGuard:
+        def __init__(self, app: object) -> None:
+            self.app = app
+
+        async def __call__(self, scope: object, receive: object, send: object) -> None:
+            raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed")
+
+    a = make_app([Route("/http-errors/guarded", boom)], guard=Middleware(DownGuard))
+    a.add_middleware(CORSMiddleware, allow_origins=["*"])
+    transport = httpx.ASGITransport(app=a, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        r = await c.get("/http-errors/guarded", headers={"Origin": "https://viewer.example"})
+    assert r.status_code == 503 and int(r.headers["retry-after"]) > 0
+    assert r.headers["access-control-allow-origin"] == "*"

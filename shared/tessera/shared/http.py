@@ -150,7 +150,9 @@ def make_app(
     service passes its settings as ``shard``: every request but the probes then needs
     the router's internal credential (:class:`~tessera.shared.auth.internal.InternalAuth`);
     the router passes its own ``guard`` (authentication, authorization, audit)."""
-    middleware = [Middleware(MetricsMiddleware)]
+    # authentication inside UnexpectedErrors: an error while checking a credential (its
+    # database down) is mapped like any other (503 for a dependency), with CORS headers
+    middleware = [Middleware(MetricsMiddleware), Middleware(UnexpectedErrors)]
     if shard is not None:
         middleware.append(Middleware(InternalAuth, settings=shard))
     if guard is not None:
@@ -158,7 +160,7 @@ def make_app(
     return Starlette(
         routes=[*health_routes(ready), metrics_route(scrape), *routes],
         lifespan=lifespan,
-        middleware=[*middleware, Middleware(UnexpectedErrors)],
+        middleware=middleware,
         exception_handlers={TesseraError: _tessera_error, Exception: _unexpected},
     )
 
