@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 from pydicom.uid import generate_uid
+from starlette.routing import Route
 
 from tessera.retrieve.app import create_app as retrieve_app
 from tessera.shared.settings import Settings
@@ -263,3 +264,40 @@ async def test_an_unlimited_credential_sees_all_and_an_admin_relabels(
         assert (
             await client.get(f"{base}/admin/studies/{generate_uid()}/labels", headers=admin)
         ).status_code == 404
+
+
+async def test_the_registrys_admin_routes_need_the_admin_permission(
+    world: World, tokens: Tokens
+) -> None:
+    """The routes a router has only with a shard registry (shards, rebalance jobs), read
+    from its route table: no token 401, another permission 403, admin let through (the
+    requests are harmless: an empty body, a shard and a job that do not exist)."""
+    from tessera.router.app import create_app
+
+    router = world.fed.router
+    assert router is not None
+    calls = [
+        (method, route.path)
+        for route in create_app(router.settings).routes
+        if isinstance(route, Route) and route.path.startswith("/admin/")
+        for method in sorted((route.methods or set()) - {"HEAD"})
+    ]
+    assert {path for _, path in calls} >= {"/admin/shards", "/admin/rebalance/{id}"}
+    base = f"http://127.0.0.1:{router.settings.router_port}"
+    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+        for method, template in calls:
+            path = template.replace("{name}", "no-such-shard").replace("{id}", "999999")
+            path = path.replace("{study}", world.open_study.study)
+            for token, allowed in ((None, {401}), (tokens["writer"], {403})):
+                headers = {"Authorization": f"Bearer {token}"} if token else {}
+                r = await client.request(method, path, headers=headers, json={})
+                assert r.status_code in allowed, (method, template, token is None, r.status_code)
+            r = await client.request(
+                method, path, headers={"Authorization": f"Bearer {tokens['admin']}"}, json={}
+            )
+            assert r.status_code not in (401, 403) and r.status_code < 500, (
+                method,
+                template,
+                r.status_code,
+                r.text[:200],
+            )
