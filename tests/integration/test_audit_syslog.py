@@ -9,27 +9,22 @@ import dataclasses
 import re
 import socket
 import xml.etree.ElementTree as ET
-from datetime import UTC, datetime
 
 import pytest
 
 from tessera.router.auth.audit import AuditEvent
 from tessera.router.auth.syslog import SyslogForwarder, audit_message
+from tests.support.audit import audit_event
 
 HEADER = re.compile(rb"<85>1 (\S+) (\S+) tessera (\d+) IHE\+RFC-3881 - \xef\xbb\xbf")
 
 
 def query_event() -> AuditEvent:
-    return AuditEvent(
-        at=datetime(2026, 12, 7, 3, 0, 0, 123456, tzinfo=UTC),
+    return audit_event(
         action="query",
-        outcome=0,
-        status=200,
         subject="alice",
         client_id="ohif",
-        auth_method="oidc",
         address="10.0.0.7",
-        http_method="GET",
         path="/dicom-web/studies",
         query="PatientID=12345&StudyDate=2024*",
         study_instance_uid=None,

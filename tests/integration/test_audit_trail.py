@@ -3,35 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import asyncpg
 import pytest
 
-from tessera.router.auth.audit import AuditEvent, AuditTrail
+from tessera.router.auth.audit import AuditTrail
 from tessera.router.auth.security import MIGRATIONS
 from tessera.shared.db.migrate import apply_migrations
-
-
-def event(**changes: object) -> AuditEvent:
-    base = AuditEvent(
-        at=datetime.now(UTC),
-        action="retrieve",
-        outcome=0,
-        status=200,
-        subject="reader",
-        client_id="viewer",
-        auth_method="oidc",
-        address="127.0.0.1",
-        http_method="GET",
-        path="/dicom-web/studies/1.2.3/series/4/instances/5/frames/1",
-        query="",
-        study_instance_uid="1.2.3",
-        patient_id=None,
-    )
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+from tests.support.audit import audit_event
 
 
 @pytest.fixture
@@ -47,16 +27,17 @@ async def rows(pool: asyncpg.Pool) -> list[asyncpg.Record]:
     return list(await pool.fetch("SELECT * FROM audit_event ORDER BY id"))
 
 
-async def test_a_viewers_frames_of_one_study_are_one_event(pool: asyncpg.Pool) -> None:
+async def test_a_viewers_frames_of_one_study_are_one_audit_event(pool: asyncpg.Pool) -> None:
     trail = AuditTrail(pool, coalesce_seconds=60)
     trail.start()
     frames = [
-        event(path=f"/dicom-web/studies/1.2.3/series/4/instances/5/frames/{n}") for n in range(50)
+        audit_event(path=f"/dicom-web/studies/1.2.3/series/4/instances/5/frames/{n}")
+        for n in range(50)
     ]
     await asyncio.gather(*(trail.record(e) for e in frames))
-    await trail.record(event(study_instance_uid="9.9.9"))  # another study
-    await trail.record(event(subject="someone else"))
-    await trail.record(event(status=404, outcome=4))
+    await trail.record(audit_event(study_instance_uid="9.9.9"))  # another study
+    await trail.record(audit_event(subject="someone else"))
+    await trail.record(audit_event(status=404, outcome=4))
     await trail.close()
     got = [(r["study_instance_uid"], r["subject"], r["outcome"]) for r in await rows(pool)]
     assert sorted(got) == sorted(
@@ -69,11 +50,11 @@ async def test_a_viewers_frames_of_one_study_are_one_event(pool: asyncpg.Pool) -
     )
 
 
-async def test_each_distinct_query_is_its_own_event(pool: asyncpg.Pool) -> None:
+async def test_each_distinct_query_is_its_own_audit_event(pool: asyncpg.Pool) -> None:
     trail = AuditTrail(pool, coalesce_seconds=60)
     trail.start()
     for n in range(5):
-        q = event(
+        q = audit_event(
             action="query",
             path="/dicom-web/studies",
             query=f"PatientID={n}",
@@ -88,7 +69,7 @@ async def test_each_distinct_query_is_its_own_event(pool: asyncpg.Pool) -> None:
 async def test_without_coalescing_every_request_is_recorded(pool: asyncpg.Pool) -> None:
     trail = AuditTrail(pool, coalesce_seconds=0)
     trail.start()
-    await asyncio.gather(*(trail.record(event()) for _ in range(20)))
+    await asyncio.gather(*(trail.record(audit_event()) for _ in range(20)))
     await trail.close()
     assert len(await rows(pool)) == 20
 
@@ -100,8 +81,8 @@ async def test_an_event_that_cannot_be_written_raises_and_is_tried_again(
     trail.start()
     await pool.execute("ALTER TABLE audit_event RENAME TO audit_event_away")
     with pytest.raises(asyncpg.UndefinedTableError):
-        await trail.record(event())
+        await trail.record(audit_event())
     await pool.execute("ALTER TABLE audit_event_away RENAME TO audit_event")
-    await trail.record(event())  # the failed one covers nothing: written now
+    await trail.record(audit_event())  # the failed one covers nothing: written now
     await trail.close()
     assert len(await rows(pool)) == 1
