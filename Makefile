@@ -35,6 +35,8 @@ HELM_BIN := build/helm/3.10.1/helm
 CORE_DEPS := initdb,/usr/lib/postgresql/*/bin/initdb=postgresql redis-server=redis-server
 BENCH_DEPS := Orthanc,/usr/sbin/Orthanc=orthanc /usr/share/orthanc/plugins/libOrthancDicomWeb.so=orthanc-dicomweb
 BROWSER_DEPS := chromium=chromium
+# the DIMSE tests' clients (DCMTK) and peer (Orthanc, as in the benchmark)
+TEST_DEPS := echoscu=dcmtk $(BENCH_DEPS)
 VIEWER_DEPS := npm=npm
 
 # $(call apt_ensure,PAIRS): apt-get install the packages whose CHECK finds nothing.
@@ -61,7 +63,7 @@ define apt_ensure
 	apt-get install -y -qq --no-install-recommends $$missing
 endef
 
-.PHONY: help deps deps-bench deps-browser deps-viewer viewer viewer-dir venv constraints run \
+.PHONY: help deps deps-bench deps-test deps-browser deps-viewer viewer viewer-dir venv constraints run \
 	test lint fmt bench _bench-script clean clean-data helm helm-check oidc-provider
 
 help: ## list the targets
@@ -74,6 +76,9 @@ deps: ## install missing system packages (PostgreSQL server, Redis) with apt-get
 
 deps-bench: ## install Orthanc and its DICOMweb plugin (for `make bench`) if missing
 	$(call apt_ensure,$(BENCH_DEPS))
+
+deps-test: ## install DCMTK and Orthanc (the DIMSE tests' clients and peer) if missing
+	$(call apt_ensure,$(TEST_DEPS))
 
 deps-browser: ## install Chromium (for browser tests) if missing
 	$(call apt_ensure,$(BROWSER_DEPS))
@@ -131,7 +136,7 @@ run: deps venv ## run the whole archive here (DATA=.var SHARDS=1 AUTH=1: a demo 
 	  exec $(VENV)/bin/tessera run --data '$(DATA)' --port $(PORT) --shards $(SHARDS) \
 	    $(if $(AUTH),--auth) $(if $(TLS),--tls)
 
-test: deps deps-browser venv viewer oidc-provider helm-check ## run every test in tests/ (real servers, a real OpenID provider, OHIF in Chromium)
+test: deps deps-test deps-browser venv viewer oidc-provider helm-check ## run every test in tests/ (real servers, a real OpenID provider, OHIF in Chromium)
 	@rc=0; $(VENV)/bin/pytest $(PYTEST_ARGS) || rc=$$?; \
 	if [[ $$rc == 5 ]]; then echo "make test: pytest collected NO tests (exit 5): failing" >&2; fi; \
 	exit $$rc

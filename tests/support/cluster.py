@@ -29,8 +29,11 @@ from tessera.shared.db.migrate import apply_migrations
 from tessera.shared.settings import Settings
 
 # every service's module, as `tessera run` starts them
-COMMANDS: dict[str, str] = {**SHARD_SERVICES, "router": "tessera.router"}
+COMMANDS: dict[str, str] = {**SHARD_SERVICES, "router": "tessera.router", "dimse": "tessera.dimse"}
+# what start_all starts unless told: a single-shard DICOMweb archive (no DIMSE gateway)
+CORE = [name for name in COMMANDS if name != "dimse"]
 PORTS = {
+    "dimse": "dimse_http_port",
     "ingest": "ingest_port",
     "index": "index_port",
     "retrieve": "retrieve_port",
@@ -92,10 +95,11 @@ class Cluster:
             time.sleep(0.1)
         raise RuntimeError(f"{name} not ready in {timeout}s:\n{self.log(name)}")
 
-    def start_all(self) -> None:
-        for name in COMMANDS:
+    def start_all(self, names: list[str] | None = None) -> None:
+        names = CORE if names is None else names
+        for name in names:
             self.start(name)
-        for name in COMMANDS:
+        for name in names:
             self.wait_ready(name)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
@@ -153,13 +157,15 @@ def shard_settings(**values: Any) -> Settings:
     )
 
 
-def start_cluster(make_settings: Callable[[], Settings], workdir: Path) -> Cluster:
-    """Every service started and ready; retried with new ports, because a free port can
-    be taken by another process before a service binds it."""
+def start_cluster(
+    make_settings: Callable[[], Settings], workdir: Path, names: list[str] | None = None
+) -> Cluster:
+    """Every service (of ``names``, default :data:`CORE`) started and ready; retried with
+    new ports, because a free port can be taken by another process before it is bound."""
     for attempt in range(3):
         cluster = Cluster(make_settings(), workdir)
         try:
-            cluster.start_all()
+            cluster.start_all(names)
             return cluster
         except RuntimeError:
             cluster.stop_all()

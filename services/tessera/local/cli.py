@@ -31,6 +31,7 @@ from tessera.local import federation, oidc_demo
 from tessera.local.processes import free_port, pick_port, start_postgres, start_redis
 from tessera.local.supervisor import Service, say, supervise
 from tessera.local.tls import self_signed
+from tessera.shared import dimse_api
 from tessera.shared.settings import Settings
 
 PG_PORT = 55432
@@ -163,9 +164,21 @@ def run(data: Path, port: int, shards: int = 1, *, auth: bool = False, tls: bool
                     f"retrieve {shard.retrieve_url}, objects {shard.storage_url}")  # fmt: skip
         scheme = "https" if tls else "http"
         base = f"{scheme}://127.0.0.1:{settings.router_port}"
+        dimse_port, dimse_http_port = _ports(settings.dimse_port, settings.dimse_http_port)
+        settings = dataclasses.replace(
+            settings,
+            dimse_port=dimse_port,
+            dimse_http_port=dimse_http_port,
+            dimse_url=f"http://127.0.0.1:{dimse_http_port}",
+            dimse_router_url=base,
+        )
         banner = [f"Tessera DICOMweb: {base}{settings.dicomweb_prefix}"]
         if shards > 1:
             banner[0] += f" ({shards} shards)"
+        banner.append(
+            f"Tessera DIMSE: {settings.dimse_ae_title}@127.0.0.1:{dimse_port}"
+            f' (register AEs: {base}{dimse_api.NODES}, README "DIMSE")'
+        )
         if settings.viewer_dir:
             banner.append(f"OHIF viewer: {base}/viewer/")
         router_env: dict[str, str] = {}
@@ -174,6 +187,7 @@ def run(data: Path, port: int, shards: int = 1, *, auth: bool = False, tls: bool
             cert, key = self_signed(data / "tls")
             router_env |= {"TESSERA_TLS_CERT": str(cert), "TESSERA_TLS_KEY": str(key)}
             verify = ssl.create_default_context(cafile=str(cert))
+            settings = dataclasses.replace(settings, dimse_router_ca=str(cert))
             banner.append(f"HTTPS with a self-signed certificate: curl --cacert {cert} ...")
         if auth:
             demo = oidc_demo.demo_provider(data, _ports(OIDC_PORT)[0], base)
@@ -187,6 +201,19 @@ def run(data: Path, port: int, shards: int = 1, *, auth: bool = False, tls: bool
             banner += demo.banner()
         else:
             banner.append("no authentication: loopback only (make run AUTH=1 to try a login)")
+        # the DIMSE gateway, and the router's way to it (README "DIMSE")
+        dimse_env = {
+            f"TESSERA_{name.upper()}": str(getattr(settings, name))
+            for name in (
+                "dimse_port",
+                "dimse_http_port",
+                "dimse_url",
+                "dimse_router_url",
+                "dimse_router_ca",
+            )
+        }
+        router_env |= dimse_env
+        services = [*services, Service.module("dimse", "tessera.dimse", {**settings.env()})]
         services = [
             dataclasses.replace(s, env={**s.env, **router_env}) if s.name == "router" else s
             for s in services

@@ -29,12 +29,16 @@ ROUTER_DATABASE = "tessera_router"
 PORT_STEP = 100  # shard i prefers the single-shard ports + 100 * i (8101, 8201, 8301...)
 
 
+# ports of the whole cluster, not of a shard: the router's and the DIMSE gateway's
+CLUSTER_PORTS = frozenset({"router_port", "dimse_port", "dimse_tls_port", "dimse_http_port"})
+
+
 def port_fields() -> list[str]:
-    """Every ``*_port`` field of the settings but the router's."""
+    """Every ``*_port`` field of a shard's services."""
     return [
         f.name
         for f in dataclasses.fields(Settings)
-        if f.name.endswith("_port") and f.name != "router_port"
+        if f.name.endswith("_port") and f.name not in CLUSTER_PORTS
     ]
 
 

@@ -53,6 +53,7 @@ from tessera.router.rebalance import api as rebalance_api
 from tessera.router.registry import Registry, RegistryWatcher
 from tessera.router.shards import Service, Shard, ShardMap
 from tessera.router.stow_split import StowSplit
+from tessera.shared import dimse_api
 from tessera.shared.auth import Permission
 from tessera.shared.auth.internal import httpx_auth, principal_of
 from tessera.shared.auth.labels import stored_labels
@@ -283,7 +284,27 @@ class Router:
             routes += apikeys_api.routes(self.security.api_keys)
         if self.settings.router_database_url and self._static is None:
             routes += rebalance_api.routes(self.connected_registry, self.settings, probe=self.probe)
+        if self.settings.dimse_url:
+            routes += self.dimse_routes()
         return admin_only(routes)
+
+    def dimse_routes(self) -> list[BaseRoute]:
+        """The DIMSE gateway's AE registry and SCU jobs (:mod:`tessera.shared.dimse_api`),
+        forwarded to the gateway as they are."""
+        gateway = self.settings.dimse_url
+
+        async def to_gateway(request: Request) -> Response:
+            return await self.proxy.forward(request, gateway)
+
+        methods = ["GET", "POST", "PUT", "DELETE"]
+        return [
+            route
+            for prefix in dimse_api.PREFIXES
+            for route in (
+                Route(prefix, to_gateway, methods=methods),
+                Route(prefix + "/{rest:path}", to_gateway, methods=methods),
+            )
+        ]
 
     async def ready(self) -> dict[str, str]:
         """Each service of each shard is ready (its ``/readyz``: its database, Redis,
@@ -299,10 +320,14 @@ class Router:
         down = [f"{name} ({why})" for (name, _), why in zip(targets, results, strict=True) if why]
         if down and (len(self.shards.shards) <= 1 or len(down) == len(targets)):
             raise ServiceUnavailable("not answering: " + ", ".join(down))
-        return {
+        report = {
             name: f"down ({why})" if why else "ok"
             for (name, _), why in zip(targets, results, strict=True)
         }
+        if self.settings.dimse_url:  # reported; DICOMweb does not need it
+            why = await self.probe(self.settings.dimse_url)
+            report["dimse"] = f"down ({why})" if why else "ok"
+        return report
 
     async def probe(self, base_url: str) -> str:
         """Empty if ``base_url/readyz`` answers 200, else why not."""

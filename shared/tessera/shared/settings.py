@@ -152,6 +152,37 @@ class Settings:
     tls_cert: str = ""
     tls_key: str = ""
 
+    # --- DIMSE gateway (README "DIMSE") -------------------------------------------------------
+    # Tessera's AE title: the Called AE Title every association must name (PS3.8 7.1.1.4)
+    dimse_ae_title: str = "TESSERA"
+    # the DICOM port (plain TCP), and the TLS one (PS3.15 B.1; 0 = none, needs cert + key)
+    dimse_port: int = 11112
+    dimse_tls_port: int = 0
+    dimse_tls_cert: str = ""
+    dimse_tls_key: str = ""
+    # CA bundle (PEM) a calling AE's client certificate must chain to on the TLS port;
+    # empty = no client certificate asked. Also what verifies a node marked "tls" when
+    # the gateway calls it
+    dimse_tls_ca: str = ""
+    # the gateway's HTTP port: /healthz, /readyz, /metrics, and the nodes / SCU API the
+    # router forwards /admin/dicom-nodes and /admin/dimse-jobs to
+    dimse_http_port: int = 8106
+    # where the router finds the gateway (empty: no DIMSE routes on the router)
+    dimse_url: str = ""
+    # where the gateway finds the archive: the router (empty = http://host:router_port),
+    # and a CA bundle to verify it by when it is HTTPS (empty = the system's)
+    dimse_router_url: str = ""
+    dimse_router_ca: str = ""
+    # the gateway's PostgreSQL (AE registry, jobs): empty = auth_database_url, else
+    # router_database_url
+    dimse_database_url: str = ""
+    # associations served at once (more are rejected: local limit exceeded, PS3.8 9.3.4)
+    dimse_max_associations: int = 32
+    # largest P-DATA PDU the gateway receives (bytes; 0 = no limit) and seconds of
+    # silence (ACSE, DIMSE, network) after which an association is aborted
+    dimse_max_pdu: int = 0
+    dimse_timeout: float = 60.0
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         env = os.environ if environ is None else environ

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 
 import asyncpg
+import jwt
 
 from tessera.router.auth import claims
 from tessera.router.auth.apikeys import ApiKeys, InvalidKey, is_api_key
@@ -45,6 +46,8 @@ class Security:
         self.settings = settings
         self.enabled = auth_enabled(settings)
         self.internal = InternalCredential.of(settings)
+        # the DIMSE gateway's tokens, carrying the principal of the calling AE
+        self.gateway = InternalCredential.gateway(settings)
         self.oidc: OidcVerifier | None = None
         self.keys: ApiKeys | None = None
         self.audit: AuditTrail | None = None
@@ -97,8 +100,15 @@ class Security:
         return self.keys
 
     async def authenticate(self, token: str) -> Principal:
-        """The principal of a bearer token: an API key, else an OIDC access token."""
+        """The principal of a bearer token: an API key, the DIMSE gateway's token for a
+        calling AE (HS256 with the deployment's secret: never accepted from an OpenID
+        provider), else an OIDC access token."""
         try:
+            if self.gateway is not None and _is_hs256(token):
+                try:
+                    return self.gateway.verify(token)
+                except (jwt.InvalidTokenError, ValueError) as e:
+                    raise Rejected(f"gateway token: {e}") from None
             if is_api_key(token):
                 if self.keys is None:
                     raise Rejected("API keys need the router database")
@@ -108,3 +118,10 @@ class Security:
             return claims.principal(await self.oidc.claims(token), self.settings)
         except (InvalidKey, InvalidToken) as e:
             raise Rejected(str(e)) from None
+
+
+def _is_hs256(token: str) -> bool:
+    try:
+        return jwt.get_unverified_header(token).get("alg") == "HS256"
+    except jwt.InvalidTokenError:
+        return False

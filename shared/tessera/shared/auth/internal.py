@@ -39,6 +39,9 @@ from tessera.shared.settings import Settings
 ISSUER = "tessera-router"
 AUDIENCE = "tessera-shard"
 ALGORITHM = "HS256"
+# the DIMSE gateway's tokens to the router (InternalCredential.gateway)
+GATEWAY_ISSUER = "tessera-dimse"
+ROUTER_AUDIENCE = "tessera-router"
 TTL = 120  # seconds a token is valid
 MIN_SECRET_BYTES = 32
 SCOPE_KEY = "tessera.principal"
@@ -51,7 +54,9 @@ _CACHE = 4096  # verified tokens / signed principals kept
 class InternalCredential:
     """Signs and verifies the internal token with ``secret``."""
 
-    def __init__(self, secret: str, ttl: int = TTL) -> None:
+    def __init__(
+        self, secret: str, ttl: int = TTL, *, issuer: str = ISSUER, audience: str = AUDIENCE
+    ) -> None:
         if len(secret.encode()) < MIN_SECRET_BYTES:
             raise ValueError(
                 f"internal_secret must be at least {MIN_SECRET_BYTES} bytes (it signs the"
@@ -59,12 +64,24 @@ class InternalCredential:
             )
         self._key = secret.encode()
         self.ttl = ttl
+        self.issuer = issuer
+        self.audience = audience
         self._signed: OrderedDict[Principal, tuple[str, float]] = OrderedDict()
         self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
 
     @classmethod
     def of(cls, settings: Settings) -> InternalCredential | None:
         return cls(settings.internal_secret) if settings.internal_secret else None
+
+    @classmethod
+    def gateway(cls, settings: Settings) -> InternalCredential | None:
+        """The DIMSE gateway's credential to the router: the same secret, its own issuer
+        and audience, so neither kind of token is accepted where the other is. It carries
+        the principal of the calling AE (README "DIMSE"), which the router authorizes and
+        audits like any other caller."""
+        if not settings.internal_secret:
+            return None
+        return cls(settings.internal_secret, issuer=GATEWAY_ISSUER, audience=ROUTER_AUDIENCE)
 
     def token(self, principal: Principal) -> str:
         """A token for ``principal``, reused while more than half its life is left."""
@@ -73,8 +90,8 @@ class InternalCredential:
         if cached is not None and cached[1] - now > self.ttl / 2:
             return cached[0]
         claims: dict[str, Any] = {
-            "iss": ISSUER,
-            "aud": AUDIENCE,
+            "iss": self.issuer,
+            "aud": self.audience,
             "iat": int(now),
             "exp": int(now) + self.ttl,
             "sub": principal.subject,
@@ -100,8 +117,8 @@ class InternalCredential:
             token,
             self._key,
             algorithms=[ALGORITHM],
-            audience=AUDIENCE,
-            issuer=ISSUER,
+            audience=self.audience,
+            issuer=self.issuer,
             options={"require": ["exp", "iat", "iss", "aud", "sub"]},
         )
         labels = claims.get("labels")

@@ -34,9 +34,13 @@ DEFAULT_LAYOUT = Layout()
 PATIENT_COUNTS = frozenset({"00201200", "00201202", "00201204"})
 STUDY_COMPUTED = frozenset({"00080061", "00080062", "00201206", "00201208"} | PATIENT_COUNTS)
 SERIES_COMPUTED = frozenset({"00201209"})
+# AvailableTransferSyntaxUID (PS3.18 Table 10.6.3-5): the Transfer Syntax stored
+INSTANCE_COMPUTED = frozenset({"00083002"})
 # Return-only: present in results, never a matching key with a value.
 RETURN_ONLY = frozenset(
-    {"00080056", "00081190", "00201206", "00201208", "00201209"} | PATIENT_COUNTS
+    {"00080056", "00081190", "00201206", "00201208", "00201209"}
+    | PATIENT_COUNTS
+    | INSTANCE_COMPUTED
 )
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from tessera.shared.qido.attributes import PATIENT_COUNTS, Level
+from tessera.shared.qido.attributes import INSTANCE_COMPUTED, PATIENT_COUNTS, Level
 from tessera.shared.qido.params import QidoQuery
 from tessera.shared.qido.result import return_attributes
 
@@ -71,6 +71,8 @@ _COMPUTED = {
     "00201206": _count("st.number_of_series"),  # NumberOfStudyRelatedSeries
     "00201208": _count("st.number_of_instances"),  # NumberOfStudyRelatedInstances
     "00201209": _count("se.number_of_instances"),  # NumberOfSeriesRelatedInstances
+    # AvailableTransferSyntaxUID: the Transfer Syntax the instance is stored in
+    "00083002": "jsonb_build_object('vr', 'UI', 'Value', jsonb_build_array(i.transfer_syntax_uid))",
     **{tag: _patient_count(expression) for tag, expression in _PATIENT_COUNTS.items()},
 }
 _URL = {
@@ -108,6 +110,8 @@ def document_sql(query: QidoQuery, args: Callable[[object], str], base_url: str)
     else:
         parts.append("st.attrs" if own else without("st.attrs", layout.study_tags))
     computed = {tag for tag in wanted if tag in _COMPUTED}
+    if query.level is not Level.INSTANCE:
+        computed -= INSTANCE_COMPUTED
     if query.include_all and query.level is Level.STUDY:
         computed |= set(_STUDY_ALL)
     sql = dict(_COMPUTED)

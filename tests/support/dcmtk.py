@@ -1,0 +1,37 @@
+"""DCMTK's command-line DIMSE clients (Debian package dcmtk, installed by `make test`)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+
+def tool(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} is not installed (Debian package dcmtk; `make deps-test`)")
+    return found
+
+
+def run(name: str, *args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``name args...``, its output (stdout and stderr together) as text."""
+    return subprocess.run(
+        [tool(name), *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def keys(pairs: Sequence[tuple[str, str]]) -> list[str]:
+    """``-k key=value`` arguments of findscu / movescu / getscu."""
+    out: list[str] = []
+    for key, value in pairs:
+        out += ["-k", f"{key}={value}" if value else key]
+    return out
