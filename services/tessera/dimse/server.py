@@ -2,10 +2,11 @@
 port when configured (PS3.15 B.1, the Basic TLS Secure Transport Connection Profile:
 TLS 1.2 or later, the client's certificate verified against ``dimse_tls_ca`` when set).
 
-Presentation contexts (PS3.8 9.3.2.2): every Storage SOP Class pynetdicom knows (in
-both roles, so C-GET's requesters can take the sub-operations) and the Patient Root
-and Study Root Q/R FIND, MOVE and GET models, each with every Transfer Syntax pydicom
-knows, accepted in the order the requester proposes them: a compressed instance is
+Presentation contexts (PS3.8 9.3.2.2): every Storage SOP Class, known, retired or
+private (pynetdicom's unrestricted storage service: in both roles, so C-GET's
+requesters can take the sub-operations), in the first Transfer Syntax the requester
+proposes, and the Patient Root and Study Root Q/R FIND, MOVE and GET models and
+Verification, with every Transfer Syntax pydicom knows: a compressed instance is
 received, stored and served as sent.
 """
 
@@ -55,6 +56,9 @@ def build_ae(gateway: Gateway) -> AE:
     settings = gateway.settings
     # received data sets go straight to a file, undecoded (pynetdicom issue #438, #583)
     _config.STORE_RECV_CHUNKED_DATASET = True
+    # every storage SOP class, retired and private ones included, in the Transfer Syntax
+    # proposed first (whether the archive can keep it is the STOW-RS answer's to say)
+    _config.UNRESTRICTED_STORAGE_SERVICE = True
     # requests' identifiers are logged by us without their values, never by pynetdicom
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
