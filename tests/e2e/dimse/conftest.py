@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pydicom
 import pytest
+from pynetdicom import AE, _config
 
 from tessera.router.auth.apikeys import ApiKeys
 from tessera.shared.auth import Permission
@@ -118,6 +120,30 @@ def admin(archive: Cluster, admin_token: str) -> Iterator[httpx.Client]:
 
 
 ALL = ["echo", "store", "find", "move", "get"]
+CORPUS = Path(__file__).resolve().parents[2] / "data" / "corpus"
+SEED = [
+    *sorted((CORPUS / "Brainix").rglob("*.dcm")),
+    *sorted((CORPUS / "Knee").rglob("*.dcm")),
+    *sorted((CORPUS / "Encodings").glob("Lena-*.dcm")),
+]
+
+
+def send_files(archive: Cluster, paths: list[Path]) -> list[int]:
+    """C-STORE each file as it is (pynetdicom), each on its own association; statuses."""
+    statuses = []
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    try:
+        for path in paths:
+            meta = pydicom.filereader.read_file_meta_info(path)
+            ae = AE(ae_title=CALLING)
+            ae.add_requested_context(meta.MediaStorageSOPClassUID, [meta.TransferSyntaxUID])
+            assoc = ae.associate("127.0.0.1", archive.settings.dimse_port, ae_title="TESSERA")
+            assert assoc.is_established
+            statuses.append(int(assoc.send_c_store(path).Status))
+            assoc.release()
+    finally:
+        _config.STORE_SEND_CHUNKED_DATASET = False
+    return statuses
 
 
 @pytest.fixture
@@ -135,6 +161,14 @@ def nodes(admin: httpx.Client) -> Iterator[Callable[..., dict[str, Any]]]:
     yield register
     for aet in made:
         admin.delete(f"/admin/dicom-nodes/{aet}")
+
+
+@pytest.fixture(scope="package")
+def seeded(archive: Cluster, admin: httpx.Client) -> None:
+    """Brainix, Knee and the Lena character set files, stored by C-STORE."""
+    admin.put(f"/admin/dicom-nodes/{CALLING}", json={"host": "127.0.0.1", "operations": ALL})
+    for path, status in zip(SEED, send_files(archive, SEED), strict=True):
+        assert status in (0x0000, 0x0111, 0xB000, 0xB006, 0xB007), path
 
 
 def dicom_port(archive: Cluster) -> str:

@@ -140,7 +140,8 @@ def test_storescu_of_the_corpus_each_stored_or_refused_with_a_reason(
     for path in FILES:
         # propose the file's own Transfer Syntax, so that it is not converted
         pair = _sendable(path)
-        r = run("storescu", "-v", "-R", *propose(pair[1] if pair else ""), "-aet", CALLING, "-aec", "TESSERA", "127.0.0.1",
+        options = ["-v", "-R", *propose(pair[1] if pair else "")]
+        r = run("storescu", *options, "-aet", CALLING, "-aec", "TESSERA", "127.0.0.1",
                 dicom_port(archive), path, timeout=60)  # fmt: skip
         status = _status(r.stdout)
         if status is None:
