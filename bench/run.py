@@ -424,6 +424,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import federation
 
         return federation.main([a for a in argv if a != "--federation"])
+    if "--dimse" in argv:  # the DIMSE gateway next to Orthanc's DICOM port (issue 11)
+        from bench import dimse
+
+        return dimse.main([a for a in argv if a != "--dimse"])
     if "--auth" in argv:  # what checking a bearer token costs (issue 10)
         from bench import auth
 

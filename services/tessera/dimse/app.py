@@ -93,7 +93,8 @@ class GatewayApp:
         return self.jobs
 
     async def ready(self) -> dict[str, str]:
-        """The database answers, and so does the archive (the router's /readyz)."""
+        """The database answers, and so does the router (its /healthz: the router's own
+        /readyz reports the gateway's, so asking it back would go round in a circle)."""
         gateway = self._gateway()
         assert self.pool is not None
         try:
@@ -103,7 +104,7 @@ class GatewayApp:
         base = router_url(self.settings).removesuffix(self.settings.dicomweb_prefix)
         try:
             async with httpx.AsyncClient(timeout=2, verify=_verify(self.settings)) as client:
-                r = await client.get(base + "/readyz")
+                r = await client.get(base + "/healthz")
         except httpx.HTTPError as e:
             raise ServiceUnavailable(f"the router: {type(e).__name__}") from None
         if r.status_code != 200:

@@ -23,7 +23,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 
@@ -149,7 +149,7 @@ class Archive:
         stored (``*``) or in ``transfer_syntax`` (PS3.18 8.7.3.5.2)."""
         url = f"{self.base}/studies/{study}/series/{series}/instances/{instance}"
         accept = f'multipart/related; type="application/dicom"; transfer-syntax={transfer_syntax}'
-        fd, name = tempfile.mkstemp(prefix="tessera-dimse-", suffix=".part")
+        fd, name = tempfile.mkstemp(prefix="tessera-dimse-", suffix=".dcm")
         path = Path(name)
         try:
             with os.fdopen(fd, "wb") as out:
@@ -158,9 +158,8 @@ class Archive:
                         r.read()
                         _raise_for(r)
                     boundary = _boundary(r.headers.get("content-type", ""))
-                    for chunk in r.iter_bytes(CHUNK):
-                        out.write(chunk)
-            return _single_part(path, boundary)
+                    _write_part(r.iter_bytes(CHUNK), boundary, out)
+            return path
         except httpx.HTTPError as e:
             path.unlink(missing_ok=True)
             raise Unavailable(f"the archive did not answer: {type(e).__name__}") from None
@@ -214,30 +213,31 @@ def _boundary(content_type: str) -> bytes:
     raise Unavailable("the archive's answer is not multipart")
 
 
-def _single_part(path: Path, boundary: bytes) -> Path:
-    """Cut the one part of a multipart body in ``path`` out into a file of its own."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(min(size, 64 * 1024))
-        start = head.find(b"\r\n\r\n", head.find(b"--" + boundary))
-        if start < 0:
+def _write_part(chunks: Iterator[bytes], boundary: bytes, out: BinaryIO) -> None:
+    """Write the body of the one part of a multipart answer to ``out`` as it streams in:
+    its headers skipped at the start, the closing delimiter cut off at the end."""
+    head = b""
+    chunk_iter = iter(chunks)
+    for chunk in chunk_iter:
+        head += chunk
+        start = head.find(b"\r\n\r\n", max(0, head.find(b"--" + boundary)))
+        if start >= 0:
+            out.write(head[start + 4 :])
+            break
+        if len(head) > 64 * 1024:
             raise Unavailable("the archive's multipart answer has no part")
-        start += 4
-        f.seek(max(0, size - 512))
-        tail = f.read()
-        end = tail.rfind(b"\r\n--" + boundary)
-        if end < 0:
-            raise Unavailable("the archive's multipart answer is cut short")
-        end += max(0, size - 512)
-        fd, name = tempfile.mkstemp(prefix="tessera-dimse-", suffix=".dcm")
-        with os.fdopen(fd, "wb") as out:
-            f.seek(start)
-            left = end - start
-            while left > 0:
-                chunk = f.read(min(CHUNK, left))
-                if not chunk:
-                    break
-                out.write(chunk)
-                left -= len(chunk)
-    path.unlink()
-    return Path(name)
+    else:
+        raise Unavailable("the archive's multipart answer has no part")
+    for chunk in chunk_iter:
+        out.write(chunk)
+    out.flush()
+    size = out.tell()
+    tail_size = min(size, 512)
+    out.seek(size - tail_size)
+    with open(out.fileno(), "rb", closefd=False) as reader:
+        reader.seek(size - tail_size)
+        tail = reader.read(tail_size)
+    end = tail.rfind(b"\r\n--" + boundary)
+    if end < 0:
+        raise Unavailable("the archive's multipart answer is cut short")
+    out.truncate(size - tail_size + end)

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +48,7 @@ from tessera.shared.transcode.syntaxes import (
 log = logging.getLogger(__name__)
 
 PENDING = 0xFF00
+PREFETCH = 2  # instances read from the archive ahead of the one being sent
 IDENTIFIER_DOES_NOT_MATCH = 0xA900
 OUT_OF_RESOURCES_MATCHES = 0xA701  # C.4.2.1.5: unable to calculate number of matches
 MOVE_DESTINATION_UNKNOWN = 0xA801
@@ -134,33 +137,51 @@ def _choose(ref: Ref, accepted: set[tuple[str, str]]) -> tuple[str, bool] | None
 def _sends(
     gateway: Gateway, refs: list[Ref], principal: Principal, accepted: Any
 ) -> Iterator[tuple[int, Dataset]]:
-    """(Pending, data set) per instance, read from the archive as the receiver takes it.
-    ``accepted`` is called for the receiver's accepted pairs when the first is sent."""
+    """(Pending, data set) per instance, read from the archive as the receiver takes it,
+    the next ``PREFETCH`` read while one is sent. ``accepted`` is called for the
+    receiver's accepted pairs when the first is sent (after the association)."""
+    pool = ThreadPoolExecutor(PREFETCH, thread_name_prefix="dimse-fetch")
+    queue: deque[tuple[Ref, tuple[str, bool] | None, Future[Path] | None]] = deque()
+    todo = iter(refs)
     pairs: set[tuple[str, str]] | None = None
-    for ref in refs:
-        if pairs is None:
-            pairs = accepted()
-        how = _choose(ref, pairs)
-        if how is None:
-            log.info("no accepted presentation context for %s in %s", ref.sop_class,
-                     ref.transfer_syntax)  # fmt: skip
-            yield PENDING, _stub(ref)
-            continue
-        syntax, as_file = how
-        try:
-            path = gateway.archive.fetch(ref.study, ref.series, ref.instance, principal, syntax)
-        except (Unavailable, Refused) as e:
-            log.warning("instance not read from the archive: %s", e)
-            yield PENDING, _stub(ref)
-            continue
-        try:
-            metrics.BYTES.labels("sent").inc(path.stat().st_size)
-            if as_file:
-                yield PENDING, FileBacked(path, ref.sop_class, ref.instance)
-            else:
-                yield PENDING, _decoded(path, ref)
-        finally:
-            _remove(path)
+    try:
+        while True:
+            if pairs is None:
+                pairs = accepted()
+            while len(queue) <= PREFETCH and (ref := next(todo, None)) is not None:
+                how = _choose(ref, pairs)
+                future = None
+                if how is not None:
+                    future = pool.submit(gateway.archive.fetch, ref.study, ref.series,
+                                         ref.instance, principal, how[0])  # fmt: skip
+                queue.append((ref, how, future))
+            if not queue:
+                return
+            ref, how, future = queue.popleft()
+            if how is None or future is None:
+                log.info("no accepted presentation context for %s in %s", ref.sop_class,
+                         ref.transfer_syntax)  # fmt: skip
+                yield PENDING, _stub(ref)
+                continue
+            try:
+                path = future.result()
+            except (Unavailable, Refused) as e:
+                log.warning("instance not read from the archive: %s", e)
+                yield PENDING, _stub(ref)
+                continue
+            try:
+                metrics.BYTES.labels("sent").inc(path.stat().st_size)
+                if how[1]:
+                    yield PENDING, FileBacked(path, ref.sop_class, ref.instance)
+                else:
+                    yield PENDING, _decoded(path, ref)
+            finally:
+                _remove(path)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        for _, _, future in queue:  # read ahead, never sent (cancelled, or a failure)
+            if future is not None and future.done() and future.exception() is None:
+                _remove(future.result())
 
 
 def _decoded(path: Path, ref: Ref) -> Dataset:
