@@ -40,6 +40,7 @@ ROLE_PORT = {
     "tessera.retrieve": DEFAULTS.retrieve_port,
     "tessera.index.worker": DEFAULTS.index_worker_port,
     "tessera.transcode": DEFAULTS.transcode_port,
+    "tessera.dimse": DEFAULTS.dimse_http_port,
 }
 SHARDS = ("shard-0", "shard-1")
 SHARD_ROLES = {"ingest", "index", "index-worker", "retrieve", "transcode", "migrate"}

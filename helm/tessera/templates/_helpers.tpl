@@ -138,5 +138,9 @@ prometheus.io/path: /metrics
   value: {{ .Values.auth.permissionPrefix | default "tessera:" | quote }}
 - name: TESSERA_AUTH_LABELS_CLAIM
   value: {{ .Values.auth.labelsClaim | default "tessera_labels" | quote }}
+{{- if .Values.dimse.enabled }}
+- name: TESSERA_DIMSE_URL
+  value: {{ printf "http://%s-dimse-http:8106" (include "tessera.name" .) | quote }}
+{{- end }}
 {{ include "tessera.internalSecretEnv" . }}
 {{- end -}}
