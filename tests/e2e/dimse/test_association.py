@@ -126,3 +126,38 @@ def test_tls_with_an_untrusted_client_certificate_is_refused_and_stores_nothing(
     plain = run("echoscu", "-aet", CALLING, "-aec", "TESSERA", "127.0.0.1",
                 str(archive.settings.dimse_tls_port), timeout=30)  # fmt: skip
     assert "Received Echo Response" not in plain.stdout  # plain DICOM on the TLS port
+
+
+def test_the_gateways_http_port_answers_only_the_routers_credential(
+    archive: Cluster, admin_token: str
+) -> None:
+    """No side door: every route of the gateway's HTTP side but the probes wants the
+    router's internal credential; a client's own token (an admin API key) is refused."""
+    from starlette.routing import Route
+
+    from tessera.dimse.app import create_app
+    from tessera.shared.auth import ALL_PERMISSIONS, Principal
+    from tessera.shared.auth.internal import InternalCredential
+    from tests.e2e.dimse.conftest import SECRET
+
+    internal = InternalCredential(SECRET).header(
+        Principal("route-test", ALL_PERMISSIONS, None, method="internal")
+    )
+    base = f"http://127.0.0.1:{archive.settings.dimse_http_port}"
+    checked = 0
+    with httpx.Client(base_url=base, timeout=30) as client:
+        for route in create_app(archive.settings).routes:
+            assert isinstance(route, Route)
+            path = route.path.replace("{aet}", "NOSUCH").replace("{id}", "0")
+            for method in sorted((route.methods or set()) - {"HEAD"}):
+                if path in ("/healthz", "/readyz"):
+                    assert client.request(method, path).status_code == 200
+                    continue
+                if path == "/metrics":  # open without metrics_token, as on every service
+                    continue
+                for headers in ({}, {"Authorization": f"Bearer {admin_token}"}):
+                    assert client.request(method, path, headers=headers).status_code == 401
+                with_credential = client.request(method, path, headers={"Authorization": internal})
+                assert with_credential.status_code != 401, (method, path)
+                checked += 1
+    assert checked >= 10

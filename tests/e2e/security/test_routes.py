@@ -130,8 +130,17 @@ def test_every_router_route_is_open_on_purpose_or_declares_a_permission(secure: 
     with_registry = dataclasses.replace(
         secure.settings, router_database_url=secure.settings.auth_database_url
     )
-    every = [*calls(router_routes(secure.settings)), *calls(router_routes(with_registry))]
+    # and with a DIMSE gateway, the routes it forwards to it (/admin/dicom-nodes...)
+    with_dimse = dataclasses.replace(secure.settings, dimse_url="http://127.0.0.1:9")
+    every = [
+        *calls(router_routes(secure.settings)),
+        *calls(router_routes(with_registry)),
+        *calls(router_routes(with_dimse)),
+    ]
     assert any(c.template.startswith("/admin/rebalance") for c in every)
+    assert any(c.template.startswith("/admin/dicom-nodes") for c in every)
+    assert all(c.permission is Permission.ADMIN for c in every if "dimse" in c.template
+               or "dicom-nodes" in c.template)  # fmt: skip
     for call in every:
         if call.permission is None:
             assert call.template in OPEN or call.template == METRICS, (
