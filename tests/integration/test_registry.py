@@ -48,6 +48,22 @@ async def test_router_migrations_apply_once_and_only_the_router_schema(router_ds
     assert "study" not in tables  # the shard schema is not applied to the router's database
 
 
+async def test_several_sources_migrate_one_new_database_at_once(postgres_dsn: str) -> None:
+    """The router (registry, auth) and the DIMSE gateway start together on the router's
+    database: their first runs, at the same moment, each make their tables (a race on
+    creating the schema_migration table once failed one of them)."""
+    sources = ["tessera.router.registry", "tessera.router.auth", "tessera.dimse"]
+    for _ in range(3):
+        name = f"router_{uuid.uuid4().hex[:12]}"
+        await admin_sql(postgres_dsn, f'CREATE DATABASE "{name}"')
+        dsn = with_database(postgres_dsn, name)
+        try:
+            applied = await asyncio.gather(*(apply_migrations(dsn, src) for src in sources))
+            assert all(applied)
+        finally:
+            await admin_sql(postgres_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 async def test_shards_are_added_idempotently_and_change_state(registry: Registry) -> None:
     await registry.add_shard("a", *_urls("a"), state="active")
     await registry.add_shard("a", "http://a2:1", "http://a2:2", "http://a2:3")  # new URLs

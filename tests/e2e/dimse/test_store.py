@@ -21,7 +21,7 @@ from pynetdicom import AE, _config
 from tests.e2e.dimse.conftest import CALLING, dicom_port
 from tests.support.cluster import Cluster
 from tests.support.dcmtk import propose, run
-from tests.support.dicomgen import split_multipart
+from tests.support.dicomgen import make_instance, split_multipart
 
 CORPUS = Path(__file__).resolve().parents[2] / "data" / "corpus"
 FILES = sorted(p for p in CORPUS.rglob("*.dcm"))
@@ -200,3 +200,23 @@ def test_an_ae_stores_with_its_labels_and_finds_only_what_they_allow(
 
     assert "Find Response: 1 (Pending)" in find("CARDIO")
     assert "(Pending)" not in find("NEURO")
+
+
+def test_what_an_ae_does_is_in_the_audit_trail_under_its_title(
+    archive: Cluster, nodes: Callable[..., dict[str, Any]], admin: httpx.Client, tmp_path: Path
+) -> None:
+    """PS3.15 A.5: a C-STORE and a C-FIND are audited like the STOW-RS and QIDO-RS they
+    become, with the calling AE as the actor (subject ``ae:TITLE``, method dimse). (As
+    for a STOW-RS to /studies, the event of a C-STORE does not name the study.)"""
+    nodes("AUDITED")
+    path = tmp_path / "one.dcm"
+    path.write_bytes(make_instance())
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    assert run("storescu", "-aet", "AUDITED", "-aec", "TESSERA", "127.0.0.1",
+               dicom_port(archive), path).returncode == 0  # fmt: skip
+    key = f"StudyInstanceUID={ds.StudyInstanceUID}"
+    run("findscu", "-S", "-aet", "AUDITED", "-aec", "TESSERA", "127.0.0.1", dicom_port(archive),
+        "-k", "QueryRetrieveLevel=STUDY", "-k", key)  # fmt: skip
+    events = admin.get("/admin/audit", params={"subject": "ae:AUDITED"}).json()["events"]
+    actions = {(e["action"], e["auth_method"]) for e in events}
+    assert ("store", "dimse") in actions and ("query", "dimse") in actions, events

@@ -23,6 +23,7 @@ import asyncpg
 # The package whose ``migrations`` folder holds the shard schema.
 SHARD_MIGRATIONS = "tessera.shared.db"
 _LOCK_ID = 0x7E55E4A  # pg_advisory_lock key for "tessera migrations" (the shard schema)
+_TABLE_LOCK_ID = 0x7E55E4B  # and for creating the schema_migration table
 
 
 def _folder(package_or_folder: str | Path) -> Traversable:
@@ -51,12 +52,19 @@ async def apply_migrations(dsn: str, package_or_folder: str | Path = SHARD_MIGRA
     lock_id = _lock_id(package_or_folder)
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute("SELECT pg_advisory_lock($1)", lock_id)
+        # the record table is shared by every source of migrations of a database (the
+        # router's and the DIMSE gateway's start at once on the same one): made under a
+        # lock of its own, as concurrent CREATE TABLE IF NOT EXISTS can both try to create
+        await conn.execute("SELECT pg_advisory_lock($1)", _TABLE_LOCK_ID)
         try:
             await conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migration ("
                 " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
             )
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", _TABLE_LOCK_ID)
+        await conn.execute("SELECT pg_advisory_lock($1)", lock_id)
+        try:
             done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migration")}
             applied = []
             for name, sql in migration_files(package_or_folder):
