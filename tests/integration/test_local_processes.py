@@ -3,6 +3,7 @@ stop by PID; and the shared fixtures in tests/conftest.py hand out isolated reso
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import re
@@ -11,6 +12,7 @@ import signal
 import socket
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -154,13 +156,44 @@ def _pids(output: str) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"started (\S+) \(pid (\d+)\)", output)}
 
 
-async def test_supervisor_stops_every_child_when_one_dies() -> None:
+async def test_supervisor_restarts_a_child_that_dies_with_backoff_and_keeps_the_others() -> None:
+    """Issue 15: a child that exits is reported and started again (1 s, 2 s, 4 s... while
+    it keeps dying), the others run on, and the archive stops only when asked to."""
     out = io.StringIO()
     services = [
         Service("sleeper", [sys.executable, "-c", "import time; time.sleep(600)"]),
         Service("crasher", [sys.executable, "-c", "import sys; print('last words'); sys.exit(3)"]),
     ]
-    code = await supervise(services, dict(os.environ), out=out)
+
+    async def stop_after_three_starts() -> None:
+        for _ in range(200):  # polls the supervisor's output, 10 s at most
+            if out.getvalue().count("started crasher") >= 3:
+                break
+            await asyncio.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    stopper = asyncio.create_task(stop_after_three_starts())
+    started = time.monotonic()
+    code = await supervise(services, dict(os.environ), out=out, backoff=(0.2, 0.4))
+    await stopper
+    text = out.getvalue()
+    assert code == 0 and "stop requested" in text
+    assert text.count("started sleeper") == 1  # never touched
+    pids = re.findall(r"started crasher \(pid (\d+)\)", text)
+    assert len(set(pids)) >= 3
+    assert "EXITED with code 3: starting it again in 0s (exit #1" in text
+    assert "(exit #2 in a row)" in text
+    assert time.monotonic() - started >= 0.2 + 0.4  # the back-off was waited
+    assert not any(pid_alive(pid) for pid in _pids(text).values())
+
+
+async def test_supervisor_without_restarts_stops_every_child_when_one_dies() -> None:
+    out = io.StringIO()
+    services = [
+        Service("sleeper", [sys.executable, "-c", "import time; time.sleep(600)"]),
+        Service("crasher", [sys.executable, "-c", "import sys; print('last words'); sys.exit(3)"]),
+    ]
+    code = await supervise(services, dict(os.environ), out=out, restart=False)
     text = out.getvalue()
     assert code == 1
     assert "crasher      | last words" in text

@@ -29,7 +29,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -82,6 +82,17 @@ async def admin_sql(dsn: str, sql: str) -> None:
         await conn.execute(sql)
     finally:
         await conn.close()
+
+
+@asynccontextmanager
+async def empty_database(postgres_dsn: str, prefix: str) -> AsyncIterator[str]:
+    """A new, empty database ``{prefix}_<random>`` on the test server; dropped after."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    await admin_sql(postgres_dsn, f'CREATE DATABASE "{name}"')
+    try:
+        yield with_database(postgres_dsn, name)
+    finally:
+        await admin_sql(postgres_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")

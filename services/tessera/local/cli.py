@@ -21,15 +21,15 @@ import os
 import secrets
 import signal
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from tessera.local import federation, oidc_demo
+from tessera.local import ServerProcess, federation, oidc_demo
 from tessera.local.processes import free_port, pick_port, start_postgres, start_redis
-from tessera.local.supervisor import Service, say, supervise
+from tessera.local.supervisor import Service, Watched, say, supervise
 from tessera.local.tls import self_signed
 from tessera.shared import dimse_api
 from tessera.shared.settings import Settings
@@ -224,6 +224,25 @@ def run(data: Path, port: int, shards: int = 1, *, auth: bool = False, tls: bool
             for line in banner:
                 say(line)
 
+        # PostgreSQL and Redis, watched by their PIDs and started again on the same data
+        # and ports when they die (each new one stopped with the others at the end)
+        current = {"postgres": pg, "redis": redis}
+
+        def restarter(name: str) -> Callable[[], int]:
+            def restart() -> int:
+                if name == "postgres":
+                    fresh: ServerProcess = start_postgres(data / "postgres", pg.port)
+                else:
+                    fresh = start_redis(data / "redis", redis.port)
+                current[name] = servers.enter_context(fresh)
+                return fresh.pid
+
+            return restart
+
+        watched = [
+            Watched(name, lambda name=name: current[name].running, restarter(name))  # type: ignore[misc]
+            for name in current
+        ]
         code = asyncio.run(
             supervise(
                 services,
@@ -231,6 +250,7 @@ def run(data: Path, port: int, shards: int = 1, *, auth: bool = False, tls: bool
                 ready_url=f"{base}/healthz",
                 on_ready=announce,
                 ready_verify=verify,
+                watched=watched,
             )
         )
         say("stopping Redis and PostgreSQL")

@@ -1,10 +1,14 @@
-"""Run service processes side by side, prefix their output, and stop them together.
+"""Run service processes side by side, prefix their output, restart what dies, and stop
+them together.
 
-Nothing is restarted: the first child that exits on its own is reported loudly and
-every other one is stopped (SIGTERM by PID, SIGKILL after a grace period), and
-:func:`supervise` returns 1. SIGINT/SIGTERM to the supervisor stop everything and
-it returns 0. Children run in their own sessions, so a Ctrl-C in the terminal reaches
-only the supervisor, which then stops them in reverse start order.
+A child that exits on its own is reported loudly and started again after a back-off
+(1 s, doubling to 30 s while it keeps dying within a minute of its start; back to 1 s
+once it has run a minute), the others running on (issue 15: the archive stops only when
+asked to). With ``restart=False`` the first exit stops every other child instead and
+:func:`supervise` returns 1. SIGINT/SIGTERM to the supervisor stop everything (SIGTERM
+by PID, SIGKILL after a grace period) and it returns 0. Children run in their own
+sessions, so a Ctrl-C in the terminal reaches only the supervisor, which then stops them
+in reverse start order.
 """
 
 from __future__ import annotations
@@ -83,6 +87,23 @@ class _Child:
     proc: asyncio.subprocess.Process
     pump: asyncio.Task[None]  # copies its output
     exited: asyncio.Task[int]  # its proc.wait()
+    started: float = 0.0  # loop time of its start
+    failures: int = 0  # exits in a row within STABLE seconds of their start
+
+
+@dataclass(frozen=True)
+class Watched:
+    """A server the supervisor did not start as a child but keeps alive (PostgreSQL and
+    Redis of ``make run``): ``running()`` polls its PID, ``restart()`` starts it again
+    (blocking; run in a thread) and returns the new PID."""
+
+    name: str
+    running: Callable[[], bool]
+    restart: Callable[[], int]
+
+
+BACKOFF = (1.0, 30.0)  # first and longest wait before a dead child is started again
+STABLE = 60.0  # seconds a child must run for its back-off to start over
 
 
 async def _spawn(service: Service, env: Mapping[str, str], out: TextIO | None) -> _Child:
@@ -97,7 +118,8 @@ async def _spawn(service: Service, env: Mapping[str, str], out: TextIO | None) -
     assert proc.stdout is not None
     say(f"started {service.name} (pid {proc.pid}): {' '.join(service.argv)}", out=out)
     pump = asyncio.create_task(_pump(service.name, proc.stdout, out))
-    return _Child(service, proc, pump, asyncio.create_task(proc.wait()))
+    started = asyncio.get_running_loop().time()
+    return _Child(service, proc, pump, asyncio.create_task(proc.wait()), started)
 
 
 async def _stop(children: list[_Child], grace: float, out: TextIO | None) -> None:
@@ -122,6 +144,52 @@ async def _stop(children: list[_Child], grace: float, out: TextIO | None) -> Non
         await asyncio.wait(pumps, timeout=2.0)
 
 
+def _report_restart(child: _Child, delay: float, out: TextIO | None) -> None:
+    bar = "!" * 72
+    say(bar, out=out)
+    say(f"{child.service.name} (pid {child.proc.pid}) EXITED with code {child.proc.returncode}:"
+        f" starting it again in {delay:.0f}s (exit #{child.failures} in a row). Lines"
+        f" prefixed {child.service.name!r} say why.", out=out)  # fmt: skip
+    say(bar, out=out)
+
+
+async def _keep_alive(
+    watched: Sequence[Watched],
+    stopping: asyncio.Task[object],
+    backoff: tuple[float, float],
+    stable: float,
+    out: TextIO | None,
+) -> None:
+    """Poll each watched server every second; start one that died again, with the same
+    back-off as the children."""
+    loop = asyncio.get_running_loop()
+    since = {w.name: loop.time() for w in watched}
+    failures = dict.fromkeys(since, 0)
+    while not stopping.done():
+        await asyncio.sleep(1.0)
+        for w in watched:
+            if stopping.done() or w.running():
+                continue
+            lived = loop.time() - since[w.name]
+            failures[w.name] = 1 if lived >= stable else failures[w.name] + 1
+            delay = min(backoff[1], backoff[0] * 2 ** (failures[w.name] - 1))
+            bar = "!" * 72
+            say(bar, out=out)
+            say(f"{w.name} is not running: starting it again in {delay:.0f}s (exit"
+                f" #{failures[w.name]} in a row); its log says why", out=out)  # fmt: skip
+            say(bar, out=out)
+            await asyncio.sleep(delay)
+            if stopping.done():
+                return
+            try:
+                pid = await asyncio.to_thread(w.restart)
+            except Exception as e:
+                say(f"{w.name} did not start: {e}", out=out)
+            else:
+                say(f"started {w.name} again (pid {pid})", out=out)
+            since[w.name] = loop.time()
+
+
 def _report_exits(dead: list[_Child], out: TextIO | None) -> None:
     bar = "!" * 72
     say(bar, out=out)
@@ -142,31 +210,60 @@ async def supervise(
     ready_verify: ssl.SSLContext | bool = True,
     grace: float = 20.0,
     out: TextIO | None = None,
+    restart: bool = True,
+    backoff: tuple[float, float] = BACKOFF,
+    stable: float = STABLE,
+    watched: Sequence[Watched] = (),
 ) -> int:
-    """Start ``services`` with environment ``env`` and watch them until one exits (-> 1)
-    or we get SIGINT/SIGTERM (-> 0). ``on_ready`` runs once ``ready_url`` answers 200."""
+    """Start ``services`` with environment ``env`` and watch them until SIGINT/SIGTERM
+    (-> 0), restarting each child that exits; with ``restart=False`` until one exits
+    (-> 1). ``on_ready`` runs once ``ready_url`` answers 200. ``watched`` servers are
+    polled and started again when they die."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     children: list[_Child] = []
-    watchers: list[asyncio.Task[object]] = [asyncio.create_task(stop.wait())]
+    stopping = asyncio.create_task(stop.wait())
+    watchers: list[asyncio.Task[object]] = [stopping]
     try:
         for service in services:
             children.append(await _spawn(service, env, out))
         if ready_url is not None:
             watchers.append(asyncio.create_task(_wait_ready(ready_url, on_ready, ready_verify)))
-        await asyncio.wait(
-            [watchers[0], *(c.exited for c in children)], return_when=asyncio.FIRST_COMPLETED
-        )
-        dead = [c for c in children if c.exited.done()]
-        if dead:
+        if watched:
+            keeper = _keep_alive(watched, stopping, backoff, stable, out)
+            watchers.append(asyncio.create_task(keeper))
+        while True:
+            await asyncio.wait(
+                [stopping, *(c.exited for c in children)], return_when=asyncio.FIRST_COMPLETED
+            )
+            if stopping.done():
+                say("stop requested", out=out)
+                await _stop(children, grace, out)
+                return 0
+            dead = [c for c in children if c.exited.done()]
             await asyncio.wait([c.pump for c in dead], timeout=2.0)  # their last words first
-            _report_exits(dead, out)
-        else:
-            say("stop requested", out=out)
-        await _stop(children, grace, out)
-        return 1 if dead else 0
+            if not restart:
+                _report_exits(dead, out)
+                await _stop(children, grace, out)
+                return 1
+            for child in dead:
+                lived = loop.time() - child.started
+                failures = 1 if lived >= stable else child.failures + 1
+                delay = min(backoff[1], backoff[0] * 2 ** (failures - 1))
+                child.failures = failures
+                _report_restart(child, delay, out)
+                try:
+                    await asyncio.wait_for(asyncio.shield(stopping), delay)
+                except TimeoutError:
+                    pass
+                if stopping.done():
+                    break
+                index = children.index(child)
+                fresh = await _spawn(child.service, env, out)
+                fresh.failures = failures
+                children[index] = fresh
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

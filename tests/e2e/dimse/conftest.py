@@ -28,7 +28,7 @@ from tessera.router.auth.apikeys import ApiKeys
 from tessera.shared.auth import Permission
 from tests.support.cluster import CORE, Cluster, migrated_database, shard_settings, start_cluster
 from tests.support.pki import Pki, make_pki
-from tests.support.servers import RedisDatabases, admin_sql, with_database
+from tests.support.servers import RedisDatabases, empty_database
 
 SECRET = "internal-secret-for-the-dimse-tests-0123456789"
 CALLING = "MODALITY"  # the usual calling AE title of the tests
@@ -41,10 +41,8 @@ def pki() -> Pki:
 
 @pytest.fixture(scope="package")
 async def router_database(postgres_dsn: str) -> AsyncIterator[str]:
-    name = f"dimse_router_{uuid.uuid4().hex[:8]}"
-    await admin_sql(postgres_dsn, f'CREATE DATABASE "{name}"')
-    yield with_database(postgres_dsn, name)
-    await admin_sql(postgres_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    async with empty_database(postgres_dsn, "dimse_router") as dsn:
+        yield dsn
 
 
 @pytest.fixture(scope="package")

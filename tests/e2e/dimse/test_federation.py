@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,8 +19,7 @@ from pynetdicom.association import Association
 from tessera.local.processes import free_port
 from tests.support.cluster import Cluster
 from tests.support.dicomgen import make_instance
-from tests.support.servers import RedisDatabases
-from tests.support.shards import Federation, running
+from tests.support.shards import Federation
 
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
@@ -29,24 +28,15 @@ STUDIES = 6
 
 
 @pytest.fixture(scope="module")
-async def three(
-    postgres_dsn: str, redis_databases: RedisDatabases, s3_settings: dict[str, str]
-) -> AsyncIterator[Federation]:
-    with redis_databases.lease() as redis_url:
-        async with running(postgres_dsn, redis_url, s3_settings, shards=3) as fed:
-            yield fed
-
-
-@pytest.fixture(scope="module")
-def gateway(three: Federation) -> Iterator[Cluster]:
-    assert three.router is not None
+def gateway(federation: Federation) -> Iterator[Cluster]:
+    assert federation.router is not None
     settings = dataclasses.replace(
-        three.router.settings,
+        federation.router.settings,
         dimse_port=free_port(),
         dimse_http_port=free_port(),
         dimse_tls_port=0,
-        dimse_router_url=f"http://127.0.0.1:{three.router.settings.router_port}",
-        dimse_database_url=three.router_dsn,
+        dimse_router_url=f"http://127.0.0.1:{federation.router.settings.router_port}",
+        dimse_database_url=federation.router_dsn,
     )
     cluster = Cluster(settings, Path(tempfile.mkdtemp(prefix="tessera-dimse-fed-")))
     cluster.start("dimse")
@@ -100,11 +90,11 @@ def find(assoc: Association, **keys: object) -> list[Dataset]:
     return [i for s, i in assoc.send_c_find(query, STUDY_ROOT_FIND) if s.Status in (0xFF00, 0xFF01)]
 
 
-async def test_each_study_is_on_one_shard(three: Federation, stored: list[str]) -> None:
+async def test_each_study_is_on_one_shard(federation: Federation, stored: list[str]) -> None:
     for study in stored:
         holders = []
-        for name in three.stacks:
-            async with three.shard_client(name) as client:
+        for name in federation.stacks:
+            async with federation.shard_client(name) as client:
                 r = await client.get("/studies", params={"StudyInstanceUID": study})
                 if r.status_code == 200 and r.json():
                     holders.append(name)
@@ -112,9 +102,9 @@ async def test_each_study_is_on_one_shard(three: Federation, stored: list[str]) 
 
 
 def test_c_find_equals_the_routers_qido_at_every_level(
-    three: Federation, stored: list[str], assoc: Association
+    federation: Federation, stored: list[str], assoc: Association
 ) -> None:
-    base = three.base_url
+    base = federation.base_url
     for patient in ("FED-0", "FED-1"):
         studies = find(assoc, QueryRetrieveLevel="STUDY", PatientID=patient, StudyInstanceUID="")
         qido = httpx.get(base + "/studies", params={"PatientID": patient}).json()

@@ -21,7 +21,7 @@ import pytest
 
 from tests.support.cluster import Cluster, migrated_database, shard_settings, start_cluster
 from tests.support.identity import Provider, Unavailable, machine, node
-from tests.support.servers import RedisDatabases, admin_sql, with_database
+from tests.support.servers import RedisDatabases, empty_database
 
 SECRET = "internal-secret-for-the-tests-0123456789abcdef"
 METRICS_TOKEN = "metrics-token-for-the-tests"
@@ -57,10 +57,8 @@ def provider() -> Iterator[Provider]:
 
 @pytest.fixture(scope="package")
 async def auth_database(postgres_dsn: str) -> AsyncIterator[str]:
-    name = f"router_auth_{uuid.uuid4().hex[:8]}"
-    await admin_sql(postgres_dsn, f'CREATE DATABASE "{name}"')
-    yield with_database(postgres_dsn, name)
-    await admin_sql(postgres_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    async with empty_database(postgres_dsn, "router_auth") as dsn:
+        yield dsn
 
 
 @pytest.fixture(scope="package")
