@@ -3,7 +3,7 @@
 A job is a row of ``dimse_job`` (its request, state and counts) run by a thread of the
 gateway that created it; its counts are written as it goes. A gateway that starts takes
 up the jobs left ``queued``, and those left ``running`` by a gateway that stopped
-(no progress written for ``STALE`` seconds): a move is asked again (the instances already
+(no progress written for ``dimse_job_stale`` seconds): a move is asked again (the instances already
 stored are stored again unchanged), a store goes on after the instances it counted.
 """
 
@@ -26,7 +26,6 @@ from tessera.dimse.retrieve import matches
 
 log = logging.getLogger(__name__)
 
-STALE = 60.0  # seconds without progress after which a running job is taken up again
 _COLUMNS = "id, kind, node, request, state, total, completed, warning, failed, detail, " \
     "created_at, updated_at"  # fmt: skip
 
@@ -54,21 +53,40 @@ class Jobs:
         self.gateway = gateway
         self.executor = ThreadPoolExecutor(workers, thread_name_prefix="dimse-job")
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.stale = gateway.settings.dimse_job_stale
+        self._mine: set[str] = set()  # the jobs this gateway has taken
+        self._resume_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
+        self._resume_task = asyncio.create_task(self._resume_stale(), name="dimse-job-resume")
+
+    async def _resume_stale(self) -> None:
+        """Now and then, take up the jobs a dead gateway left running."""
+        while True:
+            try:
+                await self._take_up()
+            except (OSError, asyncpg.PostgresError, TimeoutError) as e:
+                log.warning("DIMSE jobs not checked: %s", e)
+            await asyncio.sleep(max(1.0, self.stale / 2))
+
+    async def _take_up(self) -> None:
         rows = await self.pool.fetch(
             "UPDATE dimse_job SET state = 'queued', updated_at = now()"
             " WHERE state = 'running' AND updated_at < now() - make_interval(secs => $1)"
             " RETURNING id",
-            STALE,
+            self.stale,
         )
         for row in rows:
             log.warning("DIMSE job %s was left running: taken up again", row["id"])
         for row in await self.pool.fetch("SELECT id FROM dimse_job WHERE state = 'queued'"):
-            self.executor.submit(self._run, row["id"])
+            if row["id"] not in self._mine:
+                self._mine.add(row["id"])
+                self.executor.submit(self._run, row["id"])
 
     def close(self) -> None:
+        if self._resume_task is not None:
+            self._resume_task.cancel()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     async def create(self, kind: str, node: str, request: dict[str, Any]) -> dict[str, Any]:
@@ -81,6 +99,7 @@ class Jobs:
             node,
             json.dumps(request),
         )
+        self._mine.add(job_id)
         self.executor.submit(self._run, job_id)
         return job_json(row)
 

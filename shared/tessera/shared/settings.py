@@ -182,6 +182,9 @@ class Settings:
     # silence (ACSE, DIMSE, network) after which an association is aborted
     dimse_max_pdu: int = 0
     dimse_timeout: float = 60.0
+    # seconds without progress after which a running SCU job is another gateway's to take
+    # up (its gateway died): a gateway that starts resumes such jobs
+    dimse_job_stale: float = 60.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

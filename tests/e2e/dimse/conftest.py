@@ -84,6 +84,7 @@ def archive(
                 dimse_tls_key=str(pki.server_key),
                 dimse_tls_ca=str(pki.ca),
                 dimse_timeout=20.0,
+                dimse_job_stale=3.0,
                 log_level="info",
             ),
             workdir,

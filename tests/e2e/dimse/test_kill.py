@@ -77,3 +77,30 @@ def test_sigkill_during_storescu_loses_no_acknowledged_instance(
     assert again.returncode == 0, again.stdout[-2000:]
     r = admin.get(f"/dicom-web/studies/{study}/instances", params={"limit": "1000"})
     assert len({i["00080018"]["Value"][0] for i in r.json()}) == COUNT
+
+
+def test_with_the_router_down_c_store_and_c_find_answer_out_of_resources(
+    archive: Cluster, modality: str, tmp_path: Path
+) -> None:
+    """The archive unreachable is A700 (PS3.4 B.2.3, C.4.1.1.4: refused, out of
+    resources) with an Error Comment, not a dropped association; and it passes."""
+    path = tmp_path / "one.dcm"
+    path.write_bytes(make_instance())
+    archive.kill("router", signal.SIGKILL)
+    try:
+        stored = run("storescu", "-v", "-aet", CALLING, "-aec", "TESSERA", "127.0.0.1",
+                     dicom_port(archive), path)  # fmt: skip
+        assert "Out of Resources" in stored.stdout or "OutOfResources" in stored.stdout, (
+            stored.stdout
+        )
+        found = run("findscu", "-v", "-S", "-aet", CALLING, "-aec", "TESSERA", "127.0.0.1",
+                    dicom_port(archive), "-k", "QueryRetrieveLevel=STUDY",
+                    "-k", "StudyInstanceUID").stdout  # fmt: skip
+        assert "Refused: OutOfResources" in found, found
+        assert archive.alive("dimse")
+    finally:
+        archive.start("router")
+        archive.wait_ready("router")
+    again = run("storescu", "-aet", CALLING, "-aec", "TESSERA", "127.0.0.1", dicom_port(archive),
+                path)  # fmt: skip
+    assert again.returncode == 0, again.stdout

@@ -5,6 +5,7 @@ Tessera as its C-MOVE SCP."""
 
 from __future__ import annotations
 
+import signal
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -44,10 +45,10 @@ def peer(orthanc: OrthancProcess, nodes: Callable[..., dict[str, Any]]) -> str:
     return "ORTHANC"
 
 
-def study_files(count: int = 5) -> tuple[str, list[bytes]]:
+def study_files(count: int = 5, size: int = 32) -> tuple[str, list[bytes]]:
     study, series = generate_uid(), generate_uid()
     return study, [
-        make_instance(study, series, instance_number=i + 1, patient_id="PEER-1")
+        make_instance(study, series, instance_number=i + 1, patient_id="PEER-1", size=size)
         for i in range(count)
     ]
 
@@ -138,3 +139,32 @@ def test_an_unreachable_node_is_a_clear_502(
     nodes("DOWN", port=1, operations=["echo"])
     r = admin.post("/admin/dicom-nodes/DOWN/echo")
     assert r.status_code == 502 and "DOWN" in r.json()["error"]
+
+
+def test_a_store_job_survives_a_killed_gateway(
+    archive: Cluster, admin: httpx.Client, peer: str, orthanc: OrthancProcess
+) -> None:
+    """The job's row outlives the gateway: a new one takes up the job the dead one left
+    running (after dimse_job_stale, 3 s here) and carries on after the instances it
+    counted."""
+    count = 120
+    study, files = study_files(count, size=512)
+    for i in range(0, count, 20):
+        body, ctype = multipart(files[i : i + 20])
+        assert admin.post("/dicom-web/studies", content=body,
+                          headers={"Content-Type": ctype}).status_code == 200  # fmt: skip
+    r = admin.post(f"/admin/dicom-nodes/{peer}/store",
+                   json={"level": "STUDY", "keys": {"StudyInstanceUID": study}})  # fmt: skip
+    job = r.json()
+    deadline = time.monotonic() + 60
+    while admin.get(f"/admin/dimse-jobs/{job['id']}").json()["completed"] < 5:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    archive.kill("dimse", signal.SIGKILL)
+    left = admin.get(f"/admin/dimse-jobs/{job['id']}")
+    assert left.status_code == 503  # the router says the gateway is away
+    archive.start("dimse")
+    archive.wait_ready("dimse")
+    done = job_done(admin, job, timeout=120)
+    assert done["state"] == "done" and done["completed"] == count, done
+    assert orthanc_study_instances(orthanc, study) == count
