@@ -16,7 +16,7 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 async def _scrape(http: httpx.AsyncClient, cluster: Cluster) -> dict[str, Samples]:
     out = {}
-    for name in PORTS:
+    for name in (n for n in PORTS if n in cluster.procs):  # the services this cluster runs
         answer = await http.get(cluster.service_url(name) + "/metrics")
         assert answer.status_code == 200, name
         out[name] = {

@@ -161,3 +161,34 @@ def test_the_gateways_http_port_answers_only_the_routers_credential(
                 assert with_credential.status_code != 401, (method, path)
                 checked += 1
     assert checked >= 10
+
+
+def test_metrics_count_associations_operations_and_bytes(
+    archive: Cluster, modality: str, tmp_path: Path
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.support.dicomgen import make_instance
+
+    echo(archive)
+    echo(archive, calling="STRANGER")
+    (tmp_path / "one.dcm").write_bytes(make_instance())
+    stored = run("storescu", "-aet", CALLING, "-aec", "TESSERA", "127.0.0.1",
+                 dicom_port(archive), tmp_path / "one.dcm")  # fmt: skip
+    assert stored.returncode == 0, stored.stdout
+    text = httpx.get(f"http://127.0.0.1:{archive.settings.dimse_http_port}/metrics").text
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("tessera_dimse_associations_total", (("result", "accepted"),))] >= 2
+    assert samples[("tessera_dimse_associations_total", (("result", "rejected"),))] >= 1
+    echoes = ("tessera_dimse_operations_total", (("service", "C-ECHO"), ("status", "success")))
+    assert samples[echoes] >= 1
+    operations = "tessera_dimse_operations_total"
+    stores = [v for (n, labels), v in samples.items()
+              if n == operations and ("service", "C-STORE") in labels]  # fmt: skip
+    assert sum(stores) >= 1
+    assert samples[("tessera_dimse_bytes_total", (("direction", "received"),))] > 0
+    assert ("tessera_dimse_associations_active", ()) in samples
