@@ -97,3 +97,21 @@ def test_a_killed_redis_is_started_again(run: TesseraCluster) -> None:
     wait_for(run, "redis is not running: starting it again")
     wait_for(run, "started redis again")
     answers(run, timeout=120)
+
+
+def test_a_stalled_redis_takes_no_service_down(run: TesseraCluster) -> None:
+    """Redis stopped for 8 s (SIGSTOP, then SIGCONT): every service keeps running (the
+    index worker used to exit), and the archive answers once Redis is back."""
+    answers(run)
+    started = {name: log(run).count(f"started {name} (pid")
+               for name in ("ingest", "index", "index-worker", "retrieve", "router")}  # fmt: skip
+    found = re.findall(r"Redis redis://\S+ \(pid (\d+)|started redis again \(pid (\d+)\)", log(run))
+    pid = int(next(p for p in found[-1] if p))  # the Redis running now
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(8)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    answers(run)
+    for name, count in started.items():
+        assert log(run).count(f"started {name} (pid") == count, f"{name} was restarted"

@@ -17,6 +17,7 @@ import time
 
 import asyncpg
 import redis.asyncio as aioredis
+import redis.exceptions
 
 from tessera.index.worker_health import health_server
 from tessera.index.writer import index_instances
@@ -29,9 +30,13 @@ from tessera.shared.settings import Settings
 
 log = logging.getLogger("tessera.index.worker")
 
-# Errors that mean "the database is not there right now": keep the jobs, retry later.
+# Errors that mean "the database or Redis is not there right now": keep the jobs, retry
+# later (issue 15: a Redis stall of a few seconds made the worker exit, and with it the
+# archive's indexing)
 _TRANSIENT = (
     OSError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
     asyncpg.CannotConnectNowError,
     asyncpg.ConnectionDoesNotExistError,
     asyncpg.InterfaceError,
@@ -52,11 +57,14 @@ class IndexWorker:
         self.stopping = asyncio.Event()
 
     async def run(self) -> None:
-        await self.consumer.ensure_group()
         log.info("index worker %s consuming shard %s", self.consumer.consumer, self.settings.shard)
         backoff = 0.5
+        grouped = False
         while not self.stopping.is_set():
             try:
+                if not grouped:
+                    await self.consumer.ensure_group()
+                    grouped = True
                 deliveries = await self.consumer.read(self.settings.index_batch_size, block=1.0)
                 if deliveries:
                     await self.process(deliveries)
