@@ -3,12 +3,13 @@ lengths, written as bytes: pydicom itself recurses when writing)."""
 
 from __future__ import annotations
 
-import io
 import struct
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
+
+from tests.support.dicomgen import part10
 
 
 def nested(depth: int) -> bytes:
@@ -23,13 +24,7 @@ def nested(depth: int) -> bytes:
     ds.BitsAllocated = ds.BitsStored = 8
     ds.HighBit, ds.PixelRepresentation = 7, 0
     ds.PixelData = np.arange(64, dtype=np.uint8).tobytes()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    data = out.getvalue()
+    data = part10(ds)
     sq_open = struct.pack("<HH", 0x0040, 0xA730) + b"SQ\x00\x00" + b"\xff\xff\xff\xff"
     item_open = struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
     item_close = struct.pack("<HHI", 0xFFFE, 0xE00D, 0)

@@ -37,6 +37,11 @@ def make_instance(
     ds.HighBit = 15
     ds.PixelRepresentation = 0
     ds.PixelData = np.arange(size * size, dtype=np.uint16).tobytes()
+    return part10(ds)
+
+
+def part10(ds: Dataset) -> bytes:
+    """``ds`` as a PS3.10 file in Explicit VR Little Endian (its File Meta made here)."""
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID

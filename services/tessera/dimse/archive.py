@@ -233,10 +233,7 @@ def _write_part(chunks: Iterator[bytes], boundary: bytes, out: BinaryIO) -> None
     out.flush()
     size = out.tell()
     tail_size = min(size, 512)
-    out.seek(size - tail_size)
-    with open(out.fileno(), "rb", closefd=False) as reader:
-        reader.seek(size - tail_size)
-        tail = reader.read(tail_size)
+    tail = os.pread(out.fileno(), tail_size, size - tail_size)
     end = tail.rfind(b"\r\n--" + boundary)
     if end < 0:
         raise Unavailable("the archive's multipart answer is cut short")

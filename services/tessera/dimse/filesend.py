@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pynetdicom import _config
 from pynetdicom.association import Association
 
 
@@ -31,8 +30,9 @@ class FileBacked(Dataset):
 
 
 def send_files(assoc: Association) -> None:
-    """Let ``assoc`` send :class:`FileBacked` data sets from their files."""
-    _config.STORE_SEND_CHUNKED_DATASET = True  # only ever applies to a path
+    """Let ``assoc`` send :class:`FileBacked` data sets from their files (with
+    ``STORE_SEND_CHUNKED_DATASET``, which :func:`tessera.dimse.server.build_ae` sets: it
+    applies only to a path)."""
     original = assoc.send_c_store
 
     def send_c_store(dataset: Any, *args: Any, **kwargs: Any) -> Dataset:

@@ -120,7 +120,7 @@ def _stub(ref: Ref) -> Dataset:
     return ds
 
 
-def _choose(ref: Ref, accepted: set[tuple[str, str]]) -> tuple[str, bool] | None:
+def choose(ref: Ref, accepted: set[tuple[str, str]]) -> tuple[str, bool] | None:
     """How to send ``ref`` to a receiver that accepted ``accepted`` (SOP Class, Transfer
     Syntax) pairs: the Transfer Syntax to fetch it in, and whether the file goes as it
     is (:mod:`.filesend`) or is decoded for pynetdicom to write in Implicit VR (which
@@ -149,7 +149,7 @@ def _sends(
             if pairs is None:
                 pairs = accepted()
             while len(queue) <= PREFETCH and (ref := next(todo, None)) is not None:
-                how = _choose(ref, pairs)
+                how = choose(ref, pairs)
                 future = None
                 if how is not None:
                     future = pool.submit(gateway.archive.fetch, ref.study, ref.series,
@@ -171,20 +171,22 @@ def _sends(
                 continue
             try:
                 metrics.BYTES.labels("sent").inc(path.stat().st_size)
-                if how[1]:
-                    yield PENDING, FileBacked(path, ref.sop_class, ref.instance)
-                else:
-                    yield PENDING, _decoded(path, ref)
+                yield PENDING, to_send(path, ref, as_file=how[1])
             finally:
-                _remove(path)
+                remove_file(path)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         for _, _, future in queue:  # read ahead, never sent (cancelled, or a failure)
             if future is not None and future.done() and future.exception() is None:
-                _remove(future.result())
+                remove_file(future.result())
 
 
-def _decoded(path: Path, ref: Ref) -> Dataset:
+def to_send(path: Path, ref: Ref, as_file: bool) -> Dataset:
+    """What to give ``send_c_store`` for the instance fetched to ``path``: the file as it
+    is (:class:`FileBacked`), or decoded, for pynetdicom to write in Implicit VR; a
+    file pydicom cannot read is a stub (a failed sub-operation)."""
+    if as_file:
+        return FileBacked(path, ref.sop_class, ref.instance)
     try:
         return dcmread(path)
     except Exception as e:
@@ -192,7 +194,7 @@ def _decoded(path: Path, ref: Ref) -> Dataset:
         return _stub(ref)
 
 
-def _remove(path: Path) -> None:
+def remove_file(path: Path) -> None:
     with suppress(OSError):
         path.unlink()
 
@@ -259,12 +261,12 @@ def handle_get(gateway: Gateway, event: Event) -> Iterator[Any]:
     send_files(event.assoc)
 
     def accepted() -> set[tuple[str, str]]:
-        return _pairs(event.assoc.accepted_contexts, scu=True)
+        return accepted_pairs(event.assoc.accepted_contexts, scu=True)
 
     yield from _send_all(gateway, event, "C-GET", node, refs, accepted)
 
 
-def _pairs(contexts: list[PresentationContext], scu: bool) -> set[tuple[str, str]]:
+def accepted_pairs(contexts: list[PresentationContext], scu: bool) -> set[tuple[str, str]]:
     out = set()
     for cx in contexts:
         if scu and cx.as_scu is False:
@@ -327,7 +329,7 @@ def handle_move(gateway: Gateway, event: Event) -> Iterator[Any]:
     yield len(refs)
 
     def accepted() -> set[tuple[str, str]]:
-        return _pairs(established[0].accepted_contexts, scu=False) if established else set()
+        return accepted_pairs(established[0].accepted_contexts, scu=False) if established else set()
 
     yield from _send_all(gateway, event, "C-MOVE", node, refs, accepted)
 

@@ -11,19 +11,26 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from pydicom import dcmread
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 from pynetdicom import AE, build_context
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 
-from tessera.dimse import tcp
+from tessera.dimse import metrics, tcp
 from tessera.dimse.archive import Refused, Unavailable
 from tessera.dimse.context import Gateway
-from tessera.dimse.filesend import FileBacked, send_files
+from tessera.dimse.filesend import send_files
 from tessera.dimse.nodes import DicomNode
-from tessera.dimse.retrieve import Ref, _choose, _pairs, _remove, client_tls, proposed_contexts
+from tessera.dimse.retrieve import (
+    Ref,
+    accepted_pairs,
+    choose,
+    client_tls,
+    proposed_contexts,
+    remove_file,
+    to_send,
+)
 from tessera.dimse.sop import (
     PATIENT_ROOT_FIND,
     PATIENT_ROOT_MOVE,
@@ -166,12 +173,12 @@ def store(
     total, completed, warning, failed = len(refs), start, 0, 0
     with associate(gateway, node, proposed_contexts(refs[start:])) as assoc:
         send_files(assoc)
-        pairs = _pairs(assoc.accepted_contexts, scu=False)
+        pairs = accepted_pairs(assoc.accepted_contexts, scu=False)
         for ref in refs[start:]:
-            ok = _store_one(gateway, assoc, ref, principal, pairs)
-            if ok == 0:
+            outcome = _store_one(gateway, assoc, ref, principal, pairs)
+            if outcome == "success":
                 completed += 1
-            elif ok == 1:
+            elif outcome == "warning":
                 warning += 1
             else:
                 failed += 1
@@ -181,23 +188,19 @@ def store(
 
 def _store_one(
     gateway: Gateway, assoc: Association, ref: Ref, principal: Principal, pairs: set[Any]
-) -> int:
-    """0 success, 1 warning, 2 failure."""
-    how = _choose(ref, pairs)
+) -> str:
+    """The status class of one C-STORE (:func:`~tessera.dimse.metrics.status_class`)."""
+    how = choose(ref, pairs)
     if how is None:
-        return 2
+        return "failure"
     try:
         path = gateway.archive.fetch(ref.study, ref.series, ref.instance, principal, how[0])
     except (Unavailable, Refused):
-        return 2
+        return "failure"
     try:
-        dataset = FileBacked(path, ref.sop_class, ref.instance) if how[1] else dcmread(path)
-        status = assoc.send_c_store(dataset)
-        code = int(status.Status) if "Status" in status else 0xC000
+        status = assoc.send_c_store(to_send(path, ref, as_file=how[1]))
+        return metrics.status_class(int(status.Status)) if "Status" in status else "failure"
     except Exception:
-        return 2
+        return "failure"
     finally:
-        _remove(path)
-    if code == 0:
-        return 0
-    return 1 if code in (0x0001, 0x0107, 0x0116) or 0xB000 <= code <= 0xBFFF else 2
+        remove_file(path)

@@ -56,6 +56,8 @@ def build_ae(gateway: Gateway) -> AE:
     settings = gateway.settings
     # received data sets go straight to a file, undecoded (pynetdicom issue #438, #583)
     _config.STORE_RECV_CHUNKED_DATASET = True
+    # and sub-operations sent from the archive's file as it is (tessera.dimse.filesend)
+    _config.STORE_SEND_CHUNKED_DATASET = True
     # every storage SOP class, retired and private ones included, in the Transfer Syntax
     # proposed first (whether the archive can keep it is the STOW-RS answer's to say)
     _config.UNRESTRICTED_STORAGE_SERVICE = True

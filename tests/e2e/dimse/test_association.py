@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pydicom
 
 from tests.e2e.dimse.conftest import CALLING, dicom_port
 from tests.support.cluster import Cluster
 from tests.support.dcmtk import run
+from tests.support.dicomgen import make_instance
 from tests.support.pki import Pki
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "corpus"
@@ -41,17 +43,20 @@ def test_a_wrong_called_ae_title_is_rejected_with_reason_7(archive: Cluster, mod
     assert "Called AE Title Not Recognized" in out, out
 
 
-def test_a_known_ae_calling_from_another_address_is_rejected(
-    archive: Cluster, nodes: Callable[..., dict[str, Any]], admin: httpx.Client
+def test_a_known_ae_calling_from_another_address_is_rejected_and_stores_nothing(
+    archive: Cluster, nodes: Callable[..., dict[str, Any]], admin: httpx.Client, tmp_path: Path
 ) -> None:
     nodes("ELSEWHERE", host="10.1.2.3")
     out = echo(archive, calling="ELSEWHERE")
     assert "Calling AE Title Not Recognized" in out, out
-    before = admin.get("/dicom-web/instances", params={"SOPInstanceUID": "1.2.3.4.5.6"})
+    path = tmp_path / "new.dcm"
+    path.write_bytes(make_instance())
+    sop = pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID
     r = run("storescu", "-aet", "ELSEWHERE", "-aec", "TESSERA", "127.0.0.1",
-            dicom_port(archive), CT)  # fmt: skip
+            dicom_port(archive), path)  # fmt: skip
     assert "Association Rejected" in r.stdout, r.stdout
-    assert before.status_code in (200, 204)
+    found = admin.get("/dicom-web/instances", params={"SOPInstanceUID": sop})
+    assert found.status_code in (200, 204) and not (found.content and found.json())
 
 
 def test_an_operation_the_ae_may_not_do_is_refused_not_authorized(
@@ -167,8 +172,6 @@ def test_metrics_count_associations_operations_and_bytes(
     archive: Cluster, modality: str, tmp_path: Path
 ) -> None:
     from prometheus_client.parser import text_string_to_metric_families
-
-    from tests.support.dicomgen import make_instance
 
     echo(archive)
     echo(archive, calling="STRANGER")

@@ -51,6 +51,16 @@ EVENTS = {
 }
 
 
+def _participant(object_id: str, type_code: str, role: str, id_type: str) -> list[str]:
+    """A ParticipantObjectIdentification (PS3.15 A.5.1) of ``object_id``."""
+    return [
+        f"<ParticipantObjectIdentification ParticipantObjectID={quoteattr(object_id)}"
+        f' ParticipantObjectTypeCode="{type_code}" ParticipantObjectTypeCodeRole="{role}">',
+        id_type,
+        "</ParticipantObjectIdentification>",
+    ]
+
+
 def _code(tag: str, code: str, system: str, text: str) -> str:
     return (
         f"<{tag} csd-code={quoteattr(code)} codeSystemName={quoteattr(system)}"
@@ -80,22 +90,12 @@ def audit_message(event: AuditEvent, host: str) -> str:
         "</ActiveParticipant>",
         f"<AuditSourceIdentification AuditSourceID={quoteattr('tessera@' + host)}/>",
     ]
-    if event.study_instance_uid:
-        parts += [
-            f"<ParticipantObjectIdentification ParticipantObjectID="
-            f'{quoteattr(event.study_instance_uid)} ParticipantObjectTypeCode="2"'
-            ' ParticipantObjectTypeCodeRole="3">',
-            _code("ParticipantObjectIDTypeCode", "110180", "DCM", "Study Instance UID"),
-            "</ParticipantObjectIdentification>",
-        ]
-    if event.patient_id:
-        parts += [
-            f"<ParticipantObjectIdentification ParticipantObjectID="
-            f'{quoteattr(event.patient_id)} ParticipantObjectTypeCode="1"'
-            ' ParticipantObjectTypeCodeRole="1">',
-            _code("ParticipantObjectIDTypeCode", "2", "RFC-3881", "Patient Number"),
-            "</ParticipantObjectIdentification>",
-        ]
+    if event.study_instance_uid:  # a study: system object (2), report (3)
+        id_type = _code("ParticipantObjectIDTypeCode", "110180", "DCM", "Study Instance UID")
+        parts += _participant(event.study_instance_uid, "2", "3", id_type)
+    if event.patient_id:  # a patient: person (1), patient (1)
+        id_type = _code("ParticipantObjectIDTypeCode", "2", "RFC-3881", "Patient Number")
+        parts += _participant(event.patient_id, "1", "1", id_type)
     if event.action == "query":
         query = base64.b64encode(event.query.encode()).decode()
         parts += [
