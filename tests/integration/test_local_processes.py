@@ -260,3 +260,16 @@ async def test_s3_fixtures_give_a_usable_bucket(
     ) as s3:
         listed = await s3.list_objects_v2(Bucket=s3_bucket)
         assert listed.get("KeyCount", 0) == 0
+
+
+def test_free_port_never_hands_out_a_port_twice_nor_an_ephemeral_one() -> None:
+    """Two services of one test cluster once drew the same port: the second could not
+    bind, and its health check was answered by the first (the router then sent series
+    metadata requests to the index: 404). Ports are unique per process, bindable, and
+    below the kernel's ephemeral range, which outgoing connections draw from."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)
+    assert all(p < low for p in ports)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", ports[-1]))  # nothing holds it
