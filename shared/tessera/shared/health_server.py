@@ -25,6 +25,7 @@ from starlette.middleware import Middleware
 from tessera.shared.auth.exposure import check_exposure
 from tessera.shared.auth.internal import InternalAuth
 from tessera.shared.http import ReadyCheck, health_routes
+from tessera.shared.http_limits import guarded_protocol
 from tessera.shared.metrics import Scrape, metrics_route
 from tessera.shared.settings import Settings
 
@@ -58,7 +59,12 @@ class HealthServer:
         guard = [Middleware(InternalAuth, settings=settings)] if settings is not None else []
         app = Starlette(routes=[*health_routes(ready), metrics_route(scrape)], middleware=guard)
         config = uvicorn.Config(
-            app, lifespan="off", log_level="warning", access_log=False, loop="asyncio"
+            app,
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            loop="asyncio",
+            http=guarded_protocol(settings or Settings()),
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, name="tessera-health", daemon=True)

@@ -8,6 +8,7 @@ import logging
 import uvicorn
 
 from tessera.shared.auth.exposure import check_exposure
+from tessera.shared.http_limits import guarded_protocol
 from tessera.shared.settings import Settings
 
 
@@ -31,7 +32,8 @@ def serve(factory: str, port_setting: str, *, public: bool = False) -> None:
         port=int(getattr(settings, port_setting)),
         log_level=settings.log_level,
         access_log=settings.log_level == "debug",
-        timeout_keep_alive=30,
+        http=guarded_protocol(settings),
+        timeout_keep_alive=int(settings.http_keep_alive),
         limit_concurrency=2048,
         ssl_certfile=settings.tls_cert or None,
         ssl_keyfile=settings.tls_key or None,

@@ -59,6 +59,14 @@ class Settings:
     # /healthz, /readyz and /metrics of the two workers that serve no HTTP otherwise
     index_worker_port: int = 8104
     transcode_port: int = 8105
+    # limits of every HTTP server (router, shard services, health ports): the request
+    # line and headers together in bytes, the number of header fields, seconds a
+    # connection may take to send a request's head (idle ones included), and seconds an
+    # idle keep-alive connection is kept after a response
+    http_max_head_bytes: int = 64 * KIB
+    http_max_headers: int = 100
+    http_head_timeout: float = 30.0
+    http_keep_alive: float = 30.0
     # where the router finds a shard's services (single-shard mode)
     ingest_url: str = "http://127.0.0.1:8101"
     index_url: str = "http://127.0.0.1:8102"
