@@ -43,6 +43,10 @@ def folder() -> Iterator[Path]:
     shutil.rmtree(root, ignore_errors=True)
 
 
+def _command_line(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+
+
 def _uid_of(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("Uid:"):
@@ -84,6 +88,56 @@ async def test_postgres_serves_keeps_data_across_restart_and_stops_by_pid(folder
     assert not pid_alive(again.pid)
 
 
+async def test_postgres_with_a_password_asks_for_it_and_the_services_role_is_no_superuser(
+    folder: Path,
+) -> None:
+    """What `make run` starts (issue 15): SCRAM passwords on every connection, and the
+    services' role `tessera` may create databases (shards) and the schema's trusted
+    extensions, and no more."""
+    from tessera.shared.db.migrate import apply_migrations
+
+    with start_postgres(
+        folder / "pg", durable=False, password="p@ss/w'rd", admin_password="adm"
+    ) as pg:
+        assert pg.dsn == f"postgresql://tessera:p%40ss%2Fw%27rd@127.0.0.1:{pg.port}/tessera"
+        assert "p@ss" not in pg.shown_dsn and ":***@" in pg.shown_dsn
+        bare = f"postgresql://tessera@127.0.0.1:{pg.port}/tessera"
+        for wrong in (bare, bare.replace("tessera@", "tessera:guess@")):
+            with pytest.raises(asyncpg.InvalidPasswordError):
+                await asyncpg.connect(wrong, timeout=5)
+        conn = await asyncpg.connect(pg.dsn)
+        try:
+            assert (
+                await conn.fetchval("select rolsuper from pg_roles where rolname = current_user")
+                is False
+            )
+            await conn.execute('create database "second"')
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute("create role intruder superuser")
+        finally:
+            await conn.close()
+        assert await apply_migrations(pg.dsn)  # pg_trgm and unaccent as the owner
+        admin = f"postgresql://postgres:adm@127.0.0.1:{pg.port}/tessera"
+        conn = await asyncpg.connect(admin)
+        try:
+            assert await conn.fetchval("select rolsuper from pg_roles where rolname = current_user")
+        finally:
+            await conn.close()
+    with start_postgres(folder / "pg", durable=False, password="p@ss/w'rd") as again:
+        conn = await asyncpg.connect(again.dsn)  # the same folder, the same role
+        await conn.close()
+
+
+async def test_an_older_trust_folder_gets_the_password_when_started_with_one(folder: Path) -> None:
+    with start_postgres(folder / "pg", durable=False):
+        pass
+    with start_postgres(folder / "pg", durable=False, password="now-secret") as pg:
+        with pytest.raises(asyncpg.InvalidPasswordError):
+            await asyncpg.connect(f"postgresql://tessera@127.0.0.1:{pg.port}/tessera", timeout=5)
+        conn = await asyncpg.connect(pg.dsn)
+        await conn.close()
+
+
 @as_root
 def test_postgres_runs_unprivileged_when_started_as_root(folder: Path) -> None:
     user = server_user()
@@ -122,6 +176,20 @@ async def test_redis_serves_keeps_data_across_restart_and_stops_by_pid(folder: P
         finally:
             await client.aclose()
     assert not pid_alive(again.pid)
+
+
+async def test_redis_with_a_password_refuses_clients_without_it(folder: Path) -> None:
+    with start_redis(folder / "redis", password="s3cret") as server:
+        assert server.url == f"redis://:s3cret@127.0.0.1:{server.port}/0"
+        assert "s3cret" not in server.shown_url
+        assert "s3cret" not in _command_line(server.pid)
+        anonymous = redis.asyncio.Redis.from_url(f"redis://127.0.0.1:{server.port}/0")
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            await anonymous.ping()
+        await anonymous.aclose()
+        client = redis.asyncio.Redis.from_url(server.url)
+        assert await client.ping() is True
+        await client.aclose()
 
 
 def test_a_taken_port_is_reported_with_the_server_log(folder: Path) -> None:

@@ -14,6 +14,7 @@ import signal
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import quote
 
 from tessera.local._child import (
     RunAs,
@@ -29,7 +30,9 @@ from tessera.local._net import accepts
 
 PG_USER = "tessera"
 PG_DATABASE = "tessera"
+PG_ADMIN = "postgres"  # the superuser of a data folder made with a password
 _PG_MARKER = "tessera.initialized"  # written once the `tessera` database exists
+_PG_SECURED = "tessera.passwords"  # written once pg_hba.conf asks for passwords
 _SOCKET_PATH_MAX = 100  # sun_path is 108 bytes; keep a margin for ".s.PGSQL.NNNNN"
 
 
@@ -86,15 +89,29 @@ class PostgresProcess(ServerProcess):
     stop_signal = signal.SIGINT
 
     def __init__(
-        self, proc: subprocess.Popen[bytes], log_path: Path, data_dir: Path, port: int
+        self,
+        proc: subprocess.Popen[bytes],
+        log_path: Path,
+        data_dir: Path,
+        port: int,
+        password: str | None = None,
     ) -> None:
         super().__init__(proc, log_path)
         self.data_dir = data_dir
         self.port = port
+        self.password = password
 
     @property
     def dsn(self) -> str:
-        return f"postgresql://{PG_USER}@127.0.0.1:{self.port}/{PG_DATABASE}"
+        """The services' connection string (with the role's password, if it has one)."""
+        secret = f":{quote(self.password, safe='')}" if self.password else ""
+        return f"postgresql://{PG_USER}{secret}@127.0.0.1:{self.port}/{PG_DATABASE}"
+
+    @property
+    def shown_dsn(self) -> str:
+        """:attr:`dsn` fit for a log: the password hidden."""
+        secret = ":***" if self.password else ""
+        return f"postgresql://{PG_USER}{secret}@127.0.0.1:{self.port}/{PG_DATABASE}"
 
 
 def _run_pg_tool(argv: list[str], user: RunAs | None, what: str, stdin: str = "") -> str:
@@ -110,8 +127,31 @@ def _run_pg_tool(argv: list[str], user: RunAs | None, what: str, stdin: str = ""
     return output
 
 
-def _prepare_data_dir(bin_dir: Path, data: Path, user: RunAs | None) -> None:
-    """initdb an empty folder, then create the ``tessera`` database (single-user mode)."""
+def _sql_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _single_user(bin_dir: Path, data: Path, user: RunAs | None, sql: str, what: str) -> None:
+    """Run ``sql`` in single-user mode (the server stopped); an "already exists" is fine."""
+    output = _run_pg_tool(
+        [str(bin_dir / "postgres"), "--single", "-D", str(data), "template1"],
+        user, what, stdin=sql,
+    )  # fmt: skip
+    errors = [ln for ln in output.splitlines() if "ERROR:" in ln]
+    if errors and not all("already exists" in ln for ln in errors):
+        raise RuntimeError(f"{what} failed:\n{output}")
+
+
+def _prepare_data_dir(
+    bin_dir: Path, data: Path, user: RunAs | None, password: str | None, admin_password: str | None
+) -> None:
+    """initdb an empty folder, then create the ``tessera`` database (single-user mode).
+
+    Without a password: trust authentication and ``tessera`` the superuser (tests).
+    With one: ``postgres`` the superuser (``admin_password``), ``tessera`` a role that
+    may log in and create databases and nothing more, owner of the ``tessera`` database,
+    and SCRAM-SHA-256 passwords asked of every connection (RFC 7677).
+    """
     data.mkdir(parents=True, exist_ok=True)
     if user is not None:
         check_traversable(data, user)
@@ -120,21 +160,42 @@ def _prepare_data_dir(bin_dir: Path, data: Path, user: RunAs | None) -> None:
     if not (data / "PG_VERSION").exists():
         if any(data.iterdir()):
             raise RuntimeError(f"{data} is neither empty nor a PostgreSQL data folder")
-        _run_pg_tool(
-            [str(bin_dir / "initdb"), "-D", str(data), "-U", PG_USER, "-E", "UTF8",
-             "--locale=C.UTF-8", "--lc-collate=C", "--auth-local=trust", "--auth-host=trust"],
-            user, "initdb",
-        )  # fmt: skip
+        argv = [str(bin_dir / "initdb"), "-D", str(data), "-E", "UTF8", "--locale=C.UTF-8",
+                "--lc-collate=C"]  # fmt: skip
+        if password:
+            pwfile = data.parent / f".{data.name}.pwfile"
+            fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write((admin_password or password) + "\n")
+            if user is not None:
+                os.chown(pwfile, user.uid, user.gid)
+            argv += ["-U", PG_ADMIN, f"--pwfile={pwfile}", "--auth=scram-sha-256"]
+            try:
+                _run_pg_tool(argv, user, "initdb")
+            finally:
+                pwfile.unlink(missing_ok=True)
+            (data / _PG_SECURED).write_text("connections need a password\n")
+        else:
+            _run_pg_tool([*argv, "-U", PG_USER, "--auth-local=trust", "--auth-host=trust"],
+                         user, "initdb")  # fmt: skip
     if not (data / _PG_MARKER).exists():
-        output = _run_pg_tool(
-            [str(bin_dir / "postgres"), "--single", "-D", str(data), "template1"],
-            user, "creating the tessera database",
-            stdin=f"CREATE DATABASE {PG_DATABASE} OWNER {PG_USER};\n",
+        role = ""
+        if password and (data / _PG_SECURED).exists():
+            role = f"CREATE ROLE {PG_USER} LOGIN CREATEDB PASSWORD {_sql_literal(password)};\n"
+        _single_user(
+            bin_dir, data, user, f"{role}CREATE DATABASE {PG_DATABASE} OWNER {PG_USER};\n",
+            "creating the tessera role and database",
         )  # fmt: skip
-        errors = [ln for ln in output.splitlines() if "ERROR:" in ln]
-        if errors and not all("already exists" in ln for ln in errors):
-            raise RuntimeError(f"creating the tessera database failed:\n{output}")
         (data / _PG_MARKER).write_text("the tessera role and database exist\n")
+    if password and not (data / _PG_SECURED).exists():
+        # a folder made with trust authentication by an older Tessera: its `tessera` is
+        # the bootstrap superuser and stays one, but now needs the password
+        _single_user(bin_dir, data, user,
+                     f"ALTER ROLE {PG_USER} PASSWORD {_sql_literal(password)};\n",
+                     "setting the tessera role's password")  # fmt: skip
+        hba = data / "pg_hba.conf"
+        hba.write_text(hba.read_text().replace(" trust", " scram-sha-256"))
+        (data / _PG_SECURED).write_text("connections need a password\n")
 
 
 def _pg_ready(data: Path, pid: int, port: int) -> bool:
@@ -154,12 +215,17 @@ def start_postgres(
     settings: Mapping[str, str] | None = None,
     pg_bin: Path | None = None,
     timeout: float = 60.0,
+    password: str | None = None,
+    admin_password: str | None = None,
 ) -> PostgresProcess:
     """Start PostgreSQL on 127.0.0.1:``port`` with its data in ``data_dir``.
 
-    An empty (or missing) ``data_dir`` is initialised first: UTF8, trust authentication
-    (it only listens on loopback), a superuser role ``tessera`` owning a ``tessera``
-    database. An existing one is reused with its data. ``durable=False`` turns off
+    An empty (or missing) ``data_dir`` is initialised first: UTF8 and a ``tessera``
+    database owned by a role ``tessera``. Without ``password``, trust authentication
+    (loopback only) and ``tessera`` the superuser, as tests use it; with it, ``tessera``
+    is no superuser and every connection needs its password (the superuser is
+    ``postgres``, with ``admin_password``): what ``make run`` uses (:func:`_prepare_data_dir`).
+    An existing one is reused with its data. ``durable=False`` turns off
     fsync, synchronous_commit and full_page_writes (tests); ``settings`` adds ``-c`` GUCs.
     Returns once the server accepts connections.
     """
@@ -167,7 +233,7 @@ def start_postgres(
     _check_pg_trgm(bin_dir)
     data = Path(data_dir).absolute()
     user = server_user()
-    _prepare_data_dir(bin_dir, data, user)
+    _prepare_data_dir(bin_dir, data, user, password, admin_password)
     sockets = str(data) if len(str(data)) < _SOCKET_PATH_MAX - 16 else ""
     log_path = data / "server.log"
 
@@ -185,7 +251,7 @@ def start_postgres(
         for name, value in gucs.items():
             argv += ["-c", f"{name}={value}"]
         proc = spawn(argv, log_path, death_signal=signal.SIGINT, user=user, cwd=data)
-        server = PostgresProcess(proc, log_path, data, port)
+        server = PostgresProcess(proc, log_path, data, port, password)
         return started(server, lambda: _pg_ready(data, proc.pid, port), "PostgreSQL", timeout)
 
     return on_free_port(launch, port)

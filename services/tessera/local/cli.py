@@ -28,7 +28,13 @@ from types import FrameType
 from typing import Any
 
 from tessera.local import ServerProcess, federation, oidc_demo
-from tessera.local.processes import free_port, pick_port, start_postgres, start_redis
+from tessera.local.processes import (
+    PostgresProcess,
+    free_port,
+    pick_port,
+    start_postgres,
+    start_redis,
+)
 from tessera.local.supervisor import Service, Watched, say, supervise
 from tessera.local.tls import self_signed
 from tessera.shared import dimse_api
@@ -139,12 +145,25 @@ def run(data: Path, port: int, shards: int = 1, *, auth: bool = False, tls: bool
         "TESSERA_INTERNAL_SECRET", _secret_file(data / "secrets" / "internal-secret", 48)
     )
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # until supervise() takes over
+    # PostgreSQL and Redis on loopback, and with passwords all the same (README "Security")
+    keys = data / "secrets"
+    pg_password = _secret_file(keys / "postgres-tessera-password", 24)
+    pg_admin_password = _secret_file(keys / "postgres-admin-password", 24)
+
+    def postgres(port: int) -> PostgresProcess:
+        return start_postgres(
+            data / "postgres", port, password=pg_password, admin_password=pg_admin_password
+        )
+
+    redis_password = _secret_file(keys / "redis-password", 24)
     with ExitStack() as servers:
         say(f"data in {data}")
-        pg = servers.enter_context(start_postgres(data / "postgres", _ports(PG_PORT)[0]))
-        say(f"PostgreSQL {pg.dsn} (pid {pg.pid}, log {pg.log_path})")
-        redis = servers.enter_context(start_redis(data / "redis", _ports(REDIS_PORT)[0]))
-        say(f"Redis {redis.url} (pid {redis.pid}, log {redis.log_path})")
+        pg = servers.enter_context(postgres(_ports(PG_PORT)[0]))
+        say(f"PostgreSQL {pg.shown_dsn} (pid {pg.pid}, log {pg.log_path})")
+        redis = servers.enter_context(
+            start_redis(data / "redis", _ports(REDIS_PORT)[0], password=redis_password)
+        )
+        say(f"Redis {redis.shown_url} (pid {redis.pid}, log {redis.log_path})")
         services = SERVICES
         if shards == 1:
             applied = asyncio.run(_migrate(pg.dsn))
@@ -231,9 +250,9 @@ def run(data: Path, port: int, shards: int = 1, *, auth: bool = False, tls: bool
         def restarter(name: str) -> Callable[[], int]:
             def restart() -> int:
                 if name == "postgres":
-                    fresh: ServerProcess = start_postgres(data / "postgres", pg.port)
+                    fresh: ServerProcess = postgres(pg.port)
                 else:
-                    fresh = start_redis(data / "redis", redis.port)
+                    fresh = start_redis(data / "redis", redis.port, password=redis_password)
                 current[name] = servers.enter_context(fresh)
                 return fresh.pid
 

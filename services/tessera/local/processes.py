@@ -23,6 +23,7 @@ import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import quote
 
 from tessera.local._child import ServerProcess, on_free_port, spawn, started
 from tessera.local._net import free_port, pick_port, port_is_free
@@ -69,20 +70,38 @@ class RedisProcess(ServerProcess):
     name = "redis"
 
     def __init__(
-        self, proc: subprocess.Popen[bytes], log_path: Path, data_dir: Path, port: int
+        self,
+        proc: subprocess.Popen[bytes],
+        log_path: Path,
+        data_dir: Path,
+        port: int,
+        password: str | None = None,
     ) -> None:
         super().__init__(proc, log_path)
         self.data_dir = data_dir
         self.port = port
+        self.password = password
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        """The clients' URL (with the password, if the server has one)."""
+        secret = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{secret}127.0.0.1:{self.port}/0"
+
+    @property
+    def shown_url(self) -> str:
+        """:attr:`url` fit for a log: the password hidden."""
+        return f"redis://{':***@' if self.password else ''}127.0.0.1:{self.port}/0"
 
 
-def _redis_pong(port: int) -> bool:
+def _redis_pong(port: int, password: str | None = None) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1.0) as s:
+            if password:  # RESP: AUTH <password>, whatever bytes it holds
+                secret = password.encode()
+                s.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(secret), secret))
+                if not s.recv(64).startswith(b"+OK"):
+                    return False
             s.sendall(b"PING\r\n")
             return s.recv(64).startswith(b"+PONG")
     except OSError:
@@ -90,9 +109,15 @@ def _redis_pong(port: int) -> bool:
 
 
 def start_redis(
-    data_dir: str | os.PathLike[str], port: int | None = None, *, timeout: float = 60.0
+    data_dir: str | os.PathLike[str],
+    port: int | None = None,
+    *,
+    timeout: float = 60.0,
+    password: str | None = None,
 ) -> RedisProcess:
-    """Start ``redis-server`` on 127.0.0.1:``port``, persisting to an AOF in ``data_dir``."""
+    """Start ``redis-server`` on 127.0.0.1:``port``, persisting to an AOF in ``data_dir``;
+    with ``password``, every client must AUTH with it (``requirepass``, read from a
+    config file so that it is not on the command line for ``ps`` to show)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server not found: run `make deps` (Debian package redis-server)")
@@ -100,14 +125,21 @@ def start_redis(
     data.mkdir(parents=True, exist_ok=True)
     log_path = data / "redis.log"
 
+    config = data / "redis.conf"
+    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        if password:
+            escaped = password.replace("\\", "\\\\").replace('"', '\\"')
+            f.write(f'requirepass "{escaped}"\n')
+
     def launch(port: int) -> RedisProcess:
         argv = [
-            binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data),
+            binary, str(config), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data),
             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
             "--daemonize", "no", "--logfile", "",
         ]  # fmt: skip
-        server = RedisProcess(spawn(argv, log_path, cwd=data), log_path, data, port)
-        return started(server, lambda: _redis_pong(port), "redis-server", timeout)
+        server = RedisProcess(spawn(argv, log_path, cwd=data), log_path, data, port, password)
+        return started(server, lambda: _redis_pong(port, password), "redis-server", timeout)
 
     return on_free_port(launch, port)
 
