@@ -3,6 +3,7 @@ the S3 API server): an instance goes with everything derived from it, and nothin
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from tessera.shared.storage import (
     open_store,
     rendered_key,
 )
+from tessera.shared.storage.s3 import S3Store
 
 ONE, TWO = "a" * 64, "b" * 64
 EVRLE = "1.2.840.10008.1.2.1"
@@ -61,3 +63,48 @@ async def test_delete_prefix_takes_a_folder_only(store):
     await store.delete_prefix("derived/x/")
     assert not await store.exists("derived/x/1")
     assert await store.exists("derived/xy/1")
+
+
+async def test_list_objects_in_key_order_and_resumes_after_a_key(store):
+    keys = sorted(keys_of(ONE) + keys_of(TWO))
+    for key in reversed(keys):
+        await store.put_bytes(key, b"12345")
+    listed = [o async for o in store.list_objects("")]
+    assert [o.key for o in listed] == keys
+    assert {o.size for o in listed} == {5}
+    instances = [o.key async for o in store.list_objects("instances/")]
+    assert instances == [instance_key(ONE), instance_key(TWO)]
+    after = [o.key async for o in store.list_objects("", start_after=instance_key(ONE))]
+    assert after == [k for k in keys if k > instance_key(ONE)]
+    after = [o.key async for o in store.list_objects("derived/", start_after="derived/b")]
+    assert after == [k for k in keys if k.startswith("derived/b")]
+
+
+async def test_touch_renews_the_modification_time_and_keeps_the_bytes(store):
+    key = instance_key(ONE)
+    assert await store.touch(key) is False
+    assert await store.modified(key) is None
+    await store.put_bytes(key, b"the bytes")
+    first = await store.modified(key)
+    assert first is not None
+    await asyncio.sleep(1.1)  # S3's LastModified has whole seconds
+    assert await store.touch(key) is True
+    touched = await store.modified(key)
+    assert touched is not None and touched > first
+    assert await store.get_bytes(key) == b"the bytes"
+
+
+async def test_an_interrupted_write_leaves_a_temporary_that_can_be_removed(store, tmp_path):
+    key = instance_key(ONE)
+    if isinstance(store, S3Store):  # a multipart upload begun, never finished
+        s3 = await store._s3()
+        await s3.create_multipart_upload(Bucket=store.bucket, Key=store._k(key))
+    else:  # a writer killed between mkstemp and rename
+        folder = tmp_path / "objects" / key.rsplit("/", 1)[0]
+        folder.mkdir(parents=True)
+        (folder / ".put-abc123").write_bytes(b"half")
+    found = [t async for t in store.temporaries()]
+    assert [t.key for t in found] in ([key], [key.rsplit("/", 1)[0] + "/.put-abc123"])
+    assert [o async for o in store.list_objects("")] == []  # not an object
+    await store.remove_temporary(found[0])
+    assert [t async for t in store.temporaries()] == []

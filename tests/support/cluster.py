@@ -30,8 +30,9 @@ from tessera.shared.settings import Settings
 
 # every service's module, as `tessera run` starts them
 COMMANDS: dict[str, str] = {**SHARD_SERVICES, "router": "tessera.router", "dimse": "tessera.dimse"}
-# what start_all starts unless told: a single-shard DICOMweb archive (no DIMSE gateway)
-CORE = [name for name in COMMANDS if name != "dimse"]
+# what start_all starts unless told: a single-shard DICOMweb archive (no DIMSE gateway,
+# no sweeper: the tests that need them start them)
+CORE = [name for name in COMMANDS if name not in ("dimse", "sweeper")]
 PORTS = {
     "dimse": "dimse_http_port",
     "ingest": "ingest_port",
@@ -41,6 +42,7 @@ PORTS = {
     # the workers' /healthz, /readyz and /metrics
     "index-worker": "index_worker_port",
     "transcode": "transcode_port",
+    "sweeper": "sweeper_port",
 }
 
 

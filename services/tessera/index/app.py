@@ -36,6 +36,7 @@ def create_app(settings: Settings) -> Starlette:
             await app.state.pool.close()
             if app.state.store is not None:
                 await app.state.store.close()
+                await app.state.guard.redis.aclose()
 
     async def ready() -> dict[str, str]:
         async with app.state.pool.acquire() as conn:

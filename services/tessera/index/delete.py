@@ -32,9 +32,11 @@ caches, everything under ``derived/<sha256>/`` (transcoded objects and frames,
 ``derived_key`` / ``derived_frame_key``) and ``rendered/<sha256>/`` (``rendered_key``),
 found by listing those prefixes (their names carry Transfer Syntaxes and rendering
 digests that the rows do not). An object key is the SHA-256 of its bytes, which hold
-the SOPInstanceUID, so no other row can share it; an object is still kept if a row with
-the same SOPInstanceUID came back meanwhile. A crash between commit and the object
-deletions leaves unreferenced objects (garbage, never a dangling row). A second
+the SOPInstanceUID, so no other row can share it; an object is still kept if a row
+references it again meanwhile or a STOW of the same bytes has pinned it
+(:mod:`tessera.shared.storage.guard`). A crash between commit and the object
+deletions leaves unreferenced objects (garbage, never a dangling row), which the sweeper
+(:mod:`.sweeper`) removes. A second
 ``DELETE`` of a study that is gone answers ``404 Not Found``: the caller (the rebalance
 job) treats 404 as "already done".
 """
@@ -45,10 +47,12 @@ import logging
 from dataclasses import dataclass
 
 import asyncpg
+import redis.asyncio as aioredis
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tessera.index.sweeper import remove_unreferenced
 from tessera.shared.errors import BadRequest, NotFound, TesseraError
 from tessera.shared.index_internal import (
     INSTANCES_PATH,
@@ -59,6 +63,7 @@ from tessera.shared.index_internal import (
 )
 from tessera.shared.refs import check_uid
 from tessera.shared.storage import ObjectStore, open_store
+from tessera.shared.storage.guard import ObjectGuard
 
 log = logging.getLogger(__name__)
 
@@ -142,33 +147,32 @@ async def delete_study_rows(
 
 
 async def delete_objects(
-    db: asyncpg.Pool | asyncpg.Connection, store: ObjectStore, instances: list[StoredInstance]
+    db: asyncpg.Pool | asyncpg.Connection,
+    store: ObjectStore,
+    guard: ObjectGuard,
+    instances: list[StoredInstance],
 ) -> int:
     """Delete the objects of deleted instances and their caches; the number of instance
-    objects deleted (those whose SOPInstanceUID was stored again meanwhile are kept)."""
-    back = {
-        r["storage_key"]
-        for r in await db.fetch(
-            "SELECT storage_key FROM instance WHERE sop_instance_uid = ANY($1::text[])",
-            [i.sop_instance_uid for i in instances],
-        )
-    }
+    objects deleted. One that a row references again (the instance was stored again
+    meanwhile) or that a STOW has pinned is kept (:func:`.sweeper.remove_unreferenced`;
+    the sweeper removes it later if it stays unreferenced)."""
     deleted = 0
     for inst in instances:
-        if inst.storage_key in back:
-            continue
-        await store.delete_instance(inst.storage_key)
-        deleted += 1
+        deleted += await remove_unreferenced(db, store, guard, inst.storage_key)
     return deleted
 
 
-def _store(request: Request) -> ObjectStore:
-    """The shard's object store, opened on first use (QIDO alone never needs it)."""
+def _store(request: Request) -> tuple[ObjectStore, ObjectGuard]:
+    """The shard's object store and its removal guard, opened on first use (QIDO alone
+    never needs them)."""
     state = request.app.state
     if getattr(state, "store", None) is None:
-        state.store = open_store(state.settings)
-    store: ObjectStore = state.store
-    return store
+        settings = state.settings
+        state.store = open_store(settings)
+        state.guard = ObjectGuard(
+            aioredis.from_url(settings.redis_url), settings.shard, settings.index_timeout + 60
+        )
+    return state.store, state.guard
 
 
 def _if_match(request: Request) -> str | None:
@@ -193,7 +197,7 @@ async def delete_study(request: Request) -> Response:
         deleted = await delete_study_rows(conn, study, if_digest)
     if deleted is None:
         raise NotFound(f"no study {study} on this shard")
-    objects = await delete_objects(pool, _store(request), deleted.instances)
+    objects = await delete_objects(pool, *_store(request), deleted.instances)
     log.info("deleted study %s: %d instances", study, len(deleted.instances))
     return JSONResponse(
         {

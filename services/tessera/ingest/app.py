@@ -13,13 +13,15 @@ from tessera.shared.http import make_app
 from tessera.shared.queue import IndexQueue, blocking_client
 from tessera.shared.settings import Settings
 from tessera.shared.storage import open_store
+from tessera.shared.storage.guard import ObjectGuard
 
 
 def create_app(settings: Settings) -> Starlette:
     store = open_store(settings)
     redis = blocking_client(settings.redis_url, settings.index_timeout, max_connections=256)
     queue = IndexQueue(redis, settings.shard)
-    stow = StoreInstances(settings, store, queue)
+    guard = ObjectGuard(redis, settings.shard, pin_ttl=settings.index_timeout + 60)
+    stow = StoreInstances(settings, store, queue, guard)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

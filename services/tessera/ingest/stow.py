@@ -45,6 +45,7 @@ from tessera.shared.refs import check_uid
 from tessera.shared.settings import Settings
 from tessera.shared.status import FailureReason, WarningReason
 from tessera.shared.storage import ObjectStore, instance_key
+from tessera.shared.storage.guard import ObjectGuard
 from tessera.shared.stow import (
     DICOM,
     check_content_type,
@@ -76,10 +77,13 @@ class _Failed:
 class StoreInstances:
     """The handler; one per ingest app, holding its storage, queue and settings."""
 
-    def __init__(self, settings: Settings, store: ObjectStore, queue: IndexQueue) -> None:
+    def __init__(
+        self, settings: Settings, store: ObjectStore, queue: IndexQueue, guard: ObjectGuard
+    ) -> None:
         self.settings = settings
         self.store = store
         self.queue = queue
+        self.guard = guard
 
     async def handle(self, request: Request) -> Response:
         study_uid = request.path_params.get("study")
@@ -148,7 +152,11 @@ class StoreInstances:
                     parsed.sop_instance_uid,
                 )
             key = instance_key(sha256)
-            written_now = not await self.store.exists(key)
+            # the same bytes may be stored already: pinned first, so that no sweeper or
+            # delete removes them under this STOW, and touched, so that the sweeper's
+            # grace period counts from now (tessera.shared.storage.guard)
+            await self.guard.pin(key)
+            written_now = not await self.store.touch(key)
             if written_now:
                 part.file.seek(0)
                 await self.store.put_file(key, part.file, part.size)
@@ -209,6 +217,8 @@ class StoreInstances:
         for job_id, stored in sent.items():
             inst = stored.instance
             outcome = outcomes.get(job_id)
+            if outcome is not None:  # committed or refused: its row needs no pin now
+                await self.guard.unpin(inst.storage_key)
             if outcome is None:
                 failed.append(
                     _Failed(
@@ -233,8 +243,13 @@ class StoreInstances:
                     _Failed(inst.sop_class_uid, inst.sop_instance_uid, reason, outcome.reason)
                 )
                 if stored.written_now and outcome.outcome in ("conflict", "refused"):
-                    # our bytes are referenced by no row: do not leave them behind
-                    await self.store.delete(inst.storage_key)
+                    # our bytes are referenced by no row: do not leave them behind,
+                    # unless another STOW of the same bytes pinned them meanwhile
+                    if await self.guard.claim(inst.storage_key):
+                        try:
+                            await self.store.delete(inst.storage_key)
+                        finally:
+                            await self.guard.release(inst.storage_key)
 
         studies = {r["_study"] for r in referenced}
         study_url = study_uid or (next(iter(studies)) if len(studies) == 1 else None)

@@ -52,6 +52,7 @@ SHARD_SERVICES = {
     "index-worker": "tessera.index.worker",
     "retrieve": "tessera.retrieve",
     "transcode": "tessera.transcode",
+    "sweeper": "tessera.index.sweeper",
 }
 SERVICES = [
     *(Service.module(name, module) for name, module in SHARD_SERVICES.items()),

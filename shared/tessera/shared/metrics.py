@@ -82,6 +82,16 @@ INDEX_BATCH_LATENCY = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 
+# --- sweeper (tessera.index.sweeper) ----------------------------------------------------------
+SWEEPER_OBJECTS = Counter(
+    "tessera_sweeper_objects",
+    "Objects the sweeper found unreferenced (orphan instance objects, derived caches of "
+    "no instance, temporaries of interrupted writes), by what was done: removed, or "
+    "would_remove in a dry run",
+    ["kind", "action"],
+)
+SWEEPER_PASSES = Counter("tessera_sweeper_passes", "Sweeper passes completed")
+
 # --- transcode worker (Celery task signals; samples written by the prefork children) -------
 TRANSCODE_TASKS = Counter(
     "tessera_transcode_tasks", "Transcode tasks finished, by task name and state", ["task", "state"]

@@ -59,6 +59,12 @@ class Settings:
     # /healthz, /readyz and /metrics of the two workers that serve no HTTP otherwise
     index_worker_port: int = 8104
     transcode_port: int = 8105
+    sweeper_port: int = 8107
+    # the sweeper (tessera.index.sweeper): an object no row references is removed once
+    # it is older than sweep_grace seconds (longer than any STOW may wait for its index
+    # commit), a pass over the shard's objects every sweep_interval seconds
+    sweep_grace: float = 24 * 3600.0
+    sweep_interval: float = 3600.0
     # limits of every HTTP server (router, shard services, health ports): the request
     # line and headers together in bytes, the number of header fields, seconds a
     # connection may take to send a request's head (idle ones included), and seconds an

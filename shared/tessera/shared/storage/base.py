@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import IO, Protocol
 
 CHUNK = 1024 * 1024
@@ -55,6 +56,25 @@ def rendered_key(storage_key: str, frame_number: int, digest: str, extension: st
     return f"rendered/{_stem(storage_key)}/{frame_number}/{digest}.{extension}"
 
 
+@dataclass(frozen=True)
+class StoredObject:
+    """An object as a listing shows it; ``modified`` in seconds since the epoch."""
+
+    key: str
+    size: int
+    modified: float
+
+
+@dataclass(frozen=True)
+class Temporary:
+    """What an interrupted write left: a ``.put-*`` file (local) or an unfinished
+    multipart upload (S3). ``handle`` is the backend's own name for it."""
+
+    handle: str
+    key: str
+    started: float
+
+
 class ObjectStore(Protocol):
     async def put_file(self, key: str, fp: IO[bytes], size: int) -> None:
         """Store ``size`` bytes read from ``fp`` (at its current position) under ``key``.
@@ -85,6 +105,22 @@ class ObjectStore(Protocol):
     async def delete_instance(self, storage_key: str) -> None:
         """Remove a stored instance and every object derived from it (transcoded
         instances and frames, renderings: :func:`derived_prefixes`)."""
+
+    def list_objects(self, prefix: str, start_after: str = "") -> AsyncIterator[StoredObject]:
+        """The objects whose keys start with ``prefix``, in key order, after
+        ``start_after`` if given (where an interrupted listing resumes)."""
+
+    async def modified(self, key: str) -> float | None:
+        """When the object was last written or touched; None if there is none."""
+
+    async def touch(self, key: str) -> bool:
+        """Make the object's modification time now (its bytes unchanged); False if there
+        is no such object."""
+
+    def temporaries(self) -> AsyncIterator[Temporary]:
+        """Whatever writes that never finished left behind."""
+
+    async def remove_temporary(self, temporary: Temporary) -> None: ...
 
     async def check(self) -> None:
         """Raise if the store cannot be reached (readiness probe)."""

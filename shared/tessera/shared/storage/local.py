@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from tessera.shared.errors import ObjectNotFound
-from tessera.shared.storage.base import CHUNK, StoreBase
+from tessera.shared.storage.base import CHUNK, StoreBase, StoredObject, Temporary
+
+_TEMPORARY = ".put-"  # what a file being written is named until it is renamed into place
 
 
 def _close_opened(opening: asyncio.Future[Any]) -> None:
@@ -34,7 +36,7 @@ class LocalStore(StoreBase):
     def _write(self, key: str, fp: IO[bytes], size: int) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".put-")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TEMPORARY)
         try:
             with os.fdopen(fd, "wb") as out:
                 remaining = size
@@ -113,6 +115,68 @@ class LocalStore(StoreBase):
         if not prefix.endswith("/"):
             raise ValueError(f"a prefix names a folder, ending in '/': {prefix!r}")
         await asyncio.to_thread(shutil.rmtree, self._path(prefix.rstrip("/")), True)
+
+    def _walk(self, prefix: str, start_after: str) -> list[StoredObject]:
+        """Every object under ``prefix`` after ``start_after``, in key order; folders
+        wholly before ``start_after`` are not entered."""
+        found: list[StoredObject] = []
+
+        def visit(folder: Path, key: str) -> None:
+            try:
+                entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            except (FileNotFoundError, NotADirectoryError):
+                return
+            for entry in entries:
+                name = key + entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    inside = name + "/"
+                    if inside < start_after and not start_after.startswith(inside):
+                        continue
+                    visit(Path(entry.path), inside)
+                elif not entry.name.startswith(_TEMPORARY) and name > start_after:
+                    if name.startswith(prefix):
+                        info = entry.stat(follow_symlinks=False)
+                        found.append(StoredObject(name, info.st_size, info.st_mtime))
+
+        top, _, _ = prefix.rpartition("/")
+        visit(self._path(top) if top else self.root, top + "/" if top else "")
+        return found
+
+    async def list_objects(self, prefix: str, start_after: str = "") -> AsyncIterator[StoredObject]:
+        for obj in await asyncio.to_thread(self._walk, prefix, start_after):
+            yield obj
+
+    async def modified(self, key: str) -> float | None:
+        try:
+            return (await asyncio.to_thread(os.stat, self._path(key))).st_mtime
+        except FileNotFoundError:
+            return None
+
+    async def touch(self, key: str) -> bool:
+        try:
+            await asyncio.to_thread(os.utime, self._path(key))
+        except FileNotFoundError:
+            return False
+        return True
+
+    def _temporaries(self) -> list[Temporary]:
+        found = []
+        for folder, _, files in os.walk(self.root):
+            for name in files:
+                if name.startswith(_TEMPORARY):
+                    path = Path(folder) / name
+                    with contextlib.suppress(FileNotFoundError):
+                        key = path.relative_to(self.root).as_posix()
+                        found.append(Temporary(key, key, path.stat().st_mtime))
+        return found
+
+    async def temporaries(self) -> AsyncIterator[Temporary]:
+        for temporary in await asyncio.to_thread(self._temporaries):
+            yield temporary
+
+    async def remove_temporary(self, temporary: Temporary) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            await asyncio.to_thread(os.unlink, self._path(temporary.handle))
 
     async def check(self) -> None:
         if not os.access(self.root, os.W_OK):

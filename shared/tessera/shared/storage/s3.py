@@ -11,7 +11,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from tessera.shared.errors import ObjectNotFound
-from tessera.shared.storage.base import CHUNK, StoreBase
+from tessera.shared.storage.base import CHUNK, StoreBase, StoredObject, Temporary
 
 # Objects above this go up as a multipart upload, in parts of this size (S3 minimum 5 MiB)
 _PART = 16 * 1024 * 1024
@@ -158,6 +158,65 @@ class S3Store(StoreBase):
                     Bucket=self.bucket,
                     Delete={"Objects": keys[start : start + 1000], "Quiet": True},
                 )
+
+    async def list_objects(self, prefix: str, start_after: str = "") -> AsyncIterator[StoredObject]:
+        s3 = await self._s3()
+        paginator = s3.get_paginator("list_objects_v2")
+        args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self._k(prefix)}
+        if start_after:
+            args["StartAfter"] = self._k(start_after)
+        async for page in paginator.paginate(**args):
+            for o in page.get("Contents", []):
+                key = o["Key"][len(self.prefix) :]
+                yield StoredObject(key, int(o["Size"]), o["LastModified"].timestamp())
+
+    async def modified(self, key: str) -> float | None:
+        s3 = await self._s3()
+        try:
+            r = await s3.head_object(Bucket=self.bucket, Key=self._k(key))
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in _NOT_FOUND:
+                return None
+            raise
+        return float(r["LastModified"].timestamp())
+
+    async def touch(self, key: str) -> bool:
+        """A copy onto itself with its metadata replaced: S3's way to renew
+        LastModified, done inside the store without moving the bytes."""
+        s3 = await self._s3()
+        try:
+            await s3.copy_object(
+                Bucket=self.bucket,
+                Key=self._k(key),
+                CopySource={"Bucket": self.bucket, "Key": self._k(key)},
+                MetadataDirective="REPLACE",
+                Metadata={"touched": "1"},
+            )
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in _NOT_FOUND | {"NoSuchKey"}:
+                return False
+            raise
+        return True
+
+    async def temporaries(self) -> AsyncIterator[Temporary]:
+        s3 = await self._s3()
+        paginator = s3.get_paginator("list_multipart_uploads")
+        async for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+            for u in page.get("Uploads", []):
+                key = u["Key"][len(self.prefix) :]
+                handle = f"{u['UploadId']}/{key}"
+                yield Temporary(handle, key, u["Initiated"].timestamp())
+
+    async def remove_temporary(self, temporary: Temporary) -> None:
+        s3 = await self._s3()
+        upload_id = temporary.handle.split("/", 1)[0]
+        try:
+            await s3.abort_multipart_upload(
+                Bucket=self.bucket, Key=self._k(temporary.key), UploadId=upload_id
+            )
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") not in {"NoSuchUpload", *_NOT_FOUND}:
+                raise
 
     async def check(self) -> None:
         s3 = await self._s3()
