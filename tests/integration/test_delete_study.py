@@ -28,9 +28,7 @@ JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
 
 
 @pytest.fixture
-def settings(
-    database: str, redis_db: str, s3_bucket: str, s3_settings: dict[str, str]
-) -> Settings:
+def settings(database: str, redis_db: str, s3_bucket: str, s3_settings: dict[str, str]) -> Settings:
     return Settings(
         database_url=database,
         redis_url=redis_db,

@@ -144,6 +144,54 @@ async def test_transcode_unreachable_is_503(database, tmp_path):
         assert "transcode" in r.text
 
 
+async def test_no_transcode_worker_running_is_503_at_once(database, redis_db, tmp_path):
+    """Redis up, but no worker consuming (killed, stopped): no heartbeat, so 503 with
+    Retry-After at once, not after transcode_timeout (issue 15: ~20 s before)."""
+    settings = Settings(
+        database_url=database,
+        storage_url=tmp_path.as_uri(),
+        redis_url=redis_db,
+        shard="no-worker",
+        transcode_timeout=60.0,
+    )
+    async for app, client in started(settings):
+        (implicit,) = await store_files(app, [IMPLICIT])
+        began = asyncio.get_running_loop().time()
+        r = await client.get(implicit.url, headers={"Accept": DICOM})
+        assert r.status_code == 503, r.text
+        assert asyncio.get_running_loop().time() - began < 5
+        assert r.headers["Retry-After"] == "5"
+        assert "no transcode worker of shard no-worker is running" in r.text
+
+
+async def test_a_worker_that_stops_beating_while_a_task_waits_is_503(database, redis_db, tmp_path):
+    """The heartbeat is there when the task is sent, then stops (the worker was killed
+    with the task queued): the wait ends within a few heartbeats, not at the timeout."""
+    import redis as sync_redis
+
+    from tessera.shared.transcode.contract import alive_key
+
+    settings = Settings(
+        database_url=database,
+        storage_url=tmp_path.as_uri(),
+        redis_url=redis_db,
+        shard="dying-worker",
+        transcode_timeout=60.0,
+    )
+    beat = sync_redis.Redis.from_url(redis_db)
+    beat.set(alive_key("dying-worker"), "gone soon", ex=3)
+    try:
+        async for app, client in started(settings):
+            (implicit,) = await store_files(app, [IMPLICIT])
+            began = asyncio.get_running_loop().time()
+            r = await client.get(implicit.url, headers={"Accept": DICOM})
+            assert r.status_code == 503, r.text
+            assert asyncio.get_running_loop().time() - began < 10
+            assert "no transcode worker" in r.text
+    finally:
+        beat.close()
+
+
 # ---------------------------------------------------------------- compressed targets
 # Issue 4: instances and frames in JPEG 2000, JPEG-LS, HTJ2K, JPEG... made by the worker
 # (tessera.transcode.codecs), cached under their derived keys, decoded once.

@@ -234,3 +234,29 @@ async def test_a_source_no_decoder_reads_raises_unsupported_transfer_syntax(
 async def test_a_missing_source_raises_object_not_found(worker: Worker) -> None:
     with pytest.raises(ObjectNotFound):
         await worker.arun(instance_key("0" * 64), EXPLICIT_LE)
+
+
+def test_a_running_worker_beats_and_a_stopped_one_stops_beating(
+    redis_databases: RedisDatabases, tmp_path: Path
+) -> None:
+    """The heartbeat senders check (issue 15): the key exists while a worker of the shard
+    runs, with a TTL of ALIVE_TTL, and expires once the worker has stopped."""
+    import redis
+
+    from tessera.shared.transcode.contract import ALIVE_TTL, alive_key
+
+    with redis_databases.lease() as url:
+        settings = Settings.from_env({}, redis_url=url, storage_url=tmp_path.as_uri())
+        client = redis.Redis.from_url(url)
+        try:
+            key = alive_key(settings.shard)
+            with worker_app(settings):
+                assert client.exists(key)
+                assert 0 < client.ttl(key) <= ALIVE_TTL
+            # stopped: no renewal; wait out the TTL without the worker
+            deadline = time.monotonic() + ALIVE_TTL + 2
+            while client.exists(key) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert not client.exists(key)
+        finally:
+            client.close()

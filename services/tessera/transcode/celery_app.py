@@ -64,6 +64,9 @@ def create_app(settings: Settings) -> TranscodeCelery:
         # cancelled (its message is redelivered, as it was never acknowledged)
         worker_cancel_long_running_tasks_on_connection_loss=True,
     )
+    from tessera.transcode.heartbeat import Heartbeat
+
+    app.steps["worker"].add(Heartbeat)
     return app
 
 

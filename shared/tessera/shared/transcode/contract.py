@@ -35,6 +35,18 @@ def queue_name(shard: str) -> str:
     return f"tessera.{shard}.transcode"
 
 
+# Every running worker of a shard renews this key every HEARTBEAT seconds, for
+# ALIVE_TTL seconds: a sender that finds it missing answers 503 at once instead of
+# waiting out its timeout for a task nobody will take (issue 15).
+HEARTBEAT = 2.0
+ALIVE_TTL = 6
+
+
+def alive_key(shard: str) -> str:
+    """The Redis key that says shard ``shard`` has a transcode worker consuming."""
+    return f"tessera:{shard}:transcode:alive"
+
+
 def lock_name(shard: str, key: str) -> str:
     """The Redis lock under which a worker makes derived object ``key`` of ``shard``."""
     return f"tessera:{shard}:transcode:{key}"
