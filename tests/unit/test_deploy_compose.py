@@ -41,9 +41,10 @@ ROLE_PORT = {
     "tessera.index.worker": DEFAULTS.index_worker_port,
     "tessera.transcode": DEFAULTS.transcode_port,
     "tessera.dimse": DEFAULTS.dimse_http_port,
+    "tessera.index.sweeper": DEFAULTS.sweeper_port,
 }
 SHARDS = ("shard-0", "shard-1")
-SHARD_ROLES = {"ingest", "index", "index-worker", "retrieve", "transcode", "migrate"}
+SHARD_ROLES = {"ingest", "index", "index-worker", "retrieve", "transcode", "sweeper", "migrate"}
 
 
 def _tessera_services() -> dict[str, dict[str, Any]]:
