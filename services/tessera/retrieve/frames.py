@@ -41,7 +41,7 @@ from tessera.retrieve.caching import cache_headers, entity_tag, matches, not_mod
 from tessera.retrieve.context import Context, context
 from tessera.retrieve.negotiation import COMPRESSED_MEDIA_TYPES, PartNegotiation
 from tessera.retrieve.queries import StoredInstance, stored_instances, target_of
-from tessera.retrieve.streaming import OpenedPart, PartPipeline, open_part
+from tessera.retrieve.streaming import DEFAULT_WINDOW, OpenedPart, PartPipeline, open_part
 from tessera.shared.accept import accept_ranges
 from tessera.shared.auth.internal import principal_of
 from tessera.shared.errors import BadRequest, NotFound, ObjectNotFound, TesseraError
@@ -53,6 +53,10 @@ from tessera.shared.transcode.syntaxes import EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_V
 
 PART_TYPE = "application/octet-stream"
 MAX_FRAMES_PER_REQUEST = 10_000
+
+
+# frames opened (or converted) together before the status of a Retrieve Frames answer
+FRAMES_AHEAD = 16
 
 
 def parse_frame_list(text: str) -> list[int]:
@@ -147,8 +151,12 @@ async def retrieve_frames(request: Request) -> Response:
             ctx, source, n, ts, content_type=content_type, content_location=f"{location}{n}"
         )
 
-    pipeline = PartPipeline(numbers, open_one)
-    await pipeline.start()
+    # a frame list is short (a viewer asks one frame at a time): every frame opened, or
+    # converted, before the status, so that a frame transcode refuses is a 406, not a
+    # response cut after its first part (issue 15); longer lists: the first FRAMES_AHEAD
+    window = max(DEFAULT_WINDOW, min(len(numbers), FRAMES_AHEAD))
+    pipeline = PartPipeline(numbers, open_one, window=window)
+    await pipeline.start(whole_window=True)
     boundary = new_boundary()
     response = pipeline.response(multipart_content_type(media_type, boundary), boundary)
     response.headers.update(headers)

@@ -174,12 +174,17 @@ class PartPipeline(Generic[T]):
                 return
             self._pending.append(asyncio.create_task(self._open(item)))
 
-    async def start(self) -> None:
-        """Open the first part now, so that its failure is the response's status."""
+    async def start(self, whole_window: bool = False) -> None:
+        """Open the first part now, so that its failure is the response's status; with
+        ``whole_window``, every part of the first window (opened together), so that a
+        response whose parts all fit in it never fails after its status."""
         self._fill()
         if self._pending:
             try:
-                await self._pending[0]
+                if whole_window:
+                    await asyncio.gather(*self._pending)
+                else:
+                    await self._pending[0]
             except BaseException:
                 await self.aclose()
                 raise

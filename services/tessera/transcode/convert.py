@@ -40,6 +40,7 @@ from pydicom.valuerep import VR
 
 from tessera.shared.dicomjson import quiet_pydicom
 from tessera.shared.errors import UnsupportedTransferSyntax
+from tessera.transcode.bad_data import DATA_ERRORS
 from tessera.transcode.codecs import CODECS, Codec, check_source, encode_frame, pixel_format
 
 NATIVE_TARGETS: frozenset[str] = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian})
@@ -89,9 +90,9 @@ def _encode(ds: FileDataset, target_ts: str) -> bytes:
     source = source_syntax(ds)
     has_pixels = "PixelData" in ds
     codec = CODECS.get(target)
-    if codec is not None:
-        check_source(ds, codec)
     try:
+        if codec is not None:
+            check_source(ds, codec)
         if source == ExplicitVRBigEndian:
             _to_little_endian(ds)
         if codec is not None and has_pixels:
@@ -102,7 +103,7 @@ def _encode(ds: FileDataset, target_ts: str) -> bytes:
             ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     except UnsupportedTransferSyntax:
         raise
-    except (RuntimeError, NotImplementedError, ValueError) as e:
+    except DATA_ERRORS as e:  # the stored data, not the service: refused with the reason
         raise UnsupportedTransferSyntax(
             f"cannot convert {source.name} ({source}) to {target.name}: {e}"
         ) from e
@@ -110,7 +111,10 @@ def _encode(ds: FileDataset, target_ts: str) -> bytes:
     if target == ImplicitVRLittleEndian:
         _undefined_length_private_sequences(ds)
     out = io.BytesIO()
-    dcmwrite(out, ds, enforce_file_format=True)
+    try:
+        dcmwrite(out, ds, enforce_file_format=True)
+    except DATA_ERRORS as e:
+        raise UnsupportedTransferSyntax(f"cannot write {target.name}: {e}") from e
     return out.getvalue()
 
 

@@ -52,6 +52,7 @@ from tessera.shared.storage import ObjectStore, derived_frame_key
 from tessera.shared.transcode import FRAME_TARGETS as TARGETS
 from tessera.shared.transcode import FRAME_TASK, FrameLocation, FrameRequest
 from tessera.shared.transcode.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
+from tessera.transcode.bad_data import DATA_ERRORS, refused_as
 from tessera.transcode.cache import decodable, produce_once
 from tessera.transcode.celery_app import settings_of
 from tessera.transcode.codecs import CODECS, check_source, encode_frame, pixel_format
@@ -93,11 +94,15 @@ async def frame_object(
     """Decode (or find decoded) one frame of the stored object; the key of the result."""
 
     async def make(store: ObjectStore) -> bytes:
+        what = f"frame {frame_number} in {target_ts}"
         if located is None:  # the whole object
-            frame = frame_in(await store.get_bytes(storage_key), frame_number, target_ts)
+            data = await store.get_bytes(storage_key)
+            with refused_as(what):
+                frame = frame_in(data, frame_number, target_ts)
         else:  # two ranged reads: the attributes, the frame (frame_source)
-            ds, frames = await read_frame_dataset(store, storage_key, located)
-            frame = frame_in(ds, frame_number, target_ts, frames)
+            with refused_as(what):
+                ds, frames = await read_frame_dataset(store, storage_key, located)
+                frame = frame_in(ds, frame_number, target_ts, frames)
         log.info("%s: frame %d converted to %s", storage_key, frame_number, target_ts)
         return frame
 
@@ -140,7 +145,7 @@ def frame_in(
     try:
         with quiet_pydicom():
             arr = pixel_array(ds, index=index)
-    except (RuntimeError, NotImplementedError, ValueError, AttributeError, KeyError) as e:
+    except DATA_ERRORS as e:
         ts = ds.file_meta.get("TransferSyntaxUID", "?")
         raise UnsupportedTransferSyntax(f"cannot decode frame {frame_number} ({ts}): {e}") from e
     if _int(ds.get("BitsAllocated")) == 1:
@@ -161,7 +166,7 @@ def _encoded(ds: Dataset, index: int, frame_number: int, target_ts: str) -> byte
         with quiet_pydicom():
             # YCbCr as RGB (as_rgb, pydicom's default), as codecs.encode_frame takes it
             frame, meta = get_decoder(source).as_array(ds, index=index)
-    except (RuntimeError, NotImplementedError, ValueError, AttributeError, KeyError) as e:
+    except DATA_ERRORS as e:
         raise UnsupportedTransferSyntax(
             f"cannot decode frame {frame_number} ({source}): {e}"
         ) from e

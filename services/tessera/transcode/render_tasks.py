@@ -28,6 +28,7 @@ from tessera.shared.settings import Settings
 from tessera.shared.storage import ObjectStore, rendered_key
 from tessera.shared.transcode import RENDER_TASK, RenderRequest
 from tessera.transcode import convert, render, render_source
+from tessera.transcode.bad_data import refused_as
 from tessera.transcode.cache import decodable, produce_once
 from tessera.transcode.celery_app import settings_of
 
@@ -75,7 +76,8 @@ async def render_object(
 
     async def make(store: ObjectStore) -> bytes:
         data = await store.get_bytes(storage_key)
-        out = rendition(data, frame_number, params)
+        with refused_as(f"rendering frame {frame_number}", NotAcceptable):
+            out = rendition(data, frame_number, params)
         log.info("%s: frame %d rendered as %s", storage_key, frame_number, params.media_type)
         return out
 

@@ -29,6 +29,7 @@ from tessera.shared.settings import Settings
 from tessera.shared.storage import ObjectStore, derived_key
 from tessera.shared.transcode import TRANSCODE_TASK, TranscodeRequest
 from tessera.transcode import convert
+from tessera.transcode.bad_data import refused_as
 from tessera.transcode.cache import decodable, produce_once
 from tessera.transcode.celery_app import settings_of
 
@@ -50,11 +51,13 @@ async def transcode_object(settings: Settings, storage_key: str, target_ts: str)
     """Convert (or find converted) the stored object; the key of the result."""
 
     async def make(store: ObjectStore) -> bytes | str:
-        ds = convert.read(await store.get_bytes(storage_key))
-        source_ts = convert.source_syntax(ds)
-        if source_ts == target_ts:
-            return storage_key
-        converted = convert.encode(ds, target_ts)
+        data = await store.get_bytes(storage_key)
+        with refused_as(f"converting to {target_ts}"):
+            ds = convert.read(data)
+            source_ts = convert.source_syntax(ds)
+            if source_ts == target_ts:
+                return storage_key
+            converted = convert.encode(ds, target_ts)
         log.info("%s: converted %s -> %s", storage_key, source_ts, target_ts)
         return converted
 
