@@ -141,8 +141,10 @@ class StoreInstances:
                 )
             )
             return
+        known: ParsedInstance | None = None  # once parsed
         try:
             parsed, sha256 = await asyncio.to_thread(_parse_and_hash, part.file)
+            known = parsed
             if study_uid is not None and parsed.study_instance_uid != study_uid:
                 raise InvalidInstance(
                     FailureReason.DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
@@ -164,10 +166,24 @@ class StoreInstances:
         except InvalidInstance as e:
             failed.append(_Failed(e.sop_class_uid, e.sop_instance_uid, e.failure_reason, e.message))
             return
-        except Exception as e:  # storage down, disk full, ...: this part fails, not the request
-            log.exception("storing a STOW part failed")
+        except Exception as e:  # this part fails, not the request
+            if known is None:  # a parser failure: ours, the data set is not understood
+                log.exception("parsing a STOW part failed")
+                failed.append(
+                    _Failed(None, None, FailureReason.PROCESSING_FAILURE, f"could not parse: {e}")
+                )
+                return
+            # parsed, then storage or Redis down, a disk full, an object being removed:
+            # Out of Resources (PS3.4 B.2.3, 0xA700), which tells the sender to send it
+            # again, for the instance it names (issue 15)
+            log.warning("storing a STOW part failed: %s: %s", type(e).__name__, e)
             failed.append(
-                _Failed(None, None, FailureReason.PROCESSING_FAILURE, f"could not store: {e}")
+                _Failed(
+                    known.sop_class_uid,
+                    known.sop_instance_uid,
+                    FailureReason.REFUSED_OUT_OF_RESOURCES,
+                    f"could not store it now ({type(e).__name__}); re-send the instance",
+                )
             )
             return
         inst = IndexInstance(
@@ -193,7 +209,20 @@ class StoreInstances:
             instances=(inst,),
             duplicate_policy=self.settings.duplicate_policy,
         )
-        await self.queue.send(job)
+        try:
+            await self.queue.send(job)
+        except Exception as e:  # Redis down: the object stays for the sweeper, pin expires
+            log.warning("queueing a STOW part failed: %s: %s", type(e).__name__, e)
+            failed.append(
+                _Failed(
+                    inst.sop_class_uid,
+                    inst.sop_instance_uid,
+                    FailureReason.REFUSED_OUT_OF_RESOURCES,
+                    f"could not queue it for the index now ({type(e).__name__}); "
+                    "re-send the instance",
+                )
+            )
+            return
         warning = WarningReason.ELEMENTS_DISCARDED if parsed.discarded_tags else None
         sent[job.job_id] = _Stored(inst, written_now, warning)
 
@@ -218,7 +247,10 @@ class StoreInstances:
             inst = stored.instance
             outcome = outcomes.get(job_id)
             if outcome is not None:  # committed or refused: its row needs no pin now
-                await self.guard.unpin(inst.storage_key)
+                try:
+                    await self.guard.unpin(inst.storage_key)
+                except Exception as e:  # Redis gone meanwhile: the pin expires by itself
+                    log.warning("unpinning %s failed: %s", inst.storage_key, e)
             if outcome is None:
                 failed.append(
                     _Failed(
