@@ -316,7 +316,11 @@ class Router:
             for shard in self.shards.all()
             for service in Service
         ]
-        results = await asyncio.gather(*(self.probe(url) for _, url in targets))
+        dimse = self.settings.dimse_url
+        *results, dimse_why = await asyncio.gather(
+            *(self.probe(url) for _, url in targets),
+            self.probe(dimse) if dimse else asyncio.sleep(0, ""),
+        )
         down = [f"{name} ({why})" for (name, _), why in zip(targets, results, strict=True) if why]
         if down and (len(self.shards.shards) <= 1 or len(down) == len(targets)):
             raise ServiceUnavailable("not answering: " + ", ".join(down))
@@ -324,9 +328,8 @@ class Router:
             name: f"down ({why})" if why else "ok"
             for (name, _), why in zip(targets, results, strict=True)
         }
-        if self.settings.dimse_url:  # reported; DICOMweb does not need it
-            why = await self.probe(self.settings.dimse_url)
-            report["dimse"] = f"down ({why})" if why else "ok"
+        if dimse:  # reported; DICOMweb does not need it
+            report["dimse"] = f"down ({dimse_why})" if dimse_why else "ok"
         return report
 
     async def probe(self, base_url: str) -> str:
@@ -350,6 +353,7 @@ def create_app(settings: Settings, *, shards: ShardMap | None = None) -> Starlet
         routes,
         lifespan=router.lifespan,
         ready=router.ready,
+        ready_timeout=PROBE_TIMEOUT + 1.0,  # its shards' probes run in parallel
         guard=Middleware(RouterAuth, security=router.security, prefix=router.prefix),
     )
     # outermost: CORS headers on every answer, refusals included, and preflight before auth

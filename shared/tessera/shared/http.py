@@ -9,6 +9,7 @@ may carry a payload describing it).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -116,9 +117,13 @@ class UnexpectedErrors:
 
 
 ReadyCheck = Callable[[], Awaitable[dict[str, str]]]
+# a readiness check that takes longer is a failed one: a stalled dependency (a stopped
+# PostgreSQL, a Redis that accepts and never answers) makes /readyz 503 within this, not
+# a probe that hangs until the prober's own timeout (issue 15)
+READY_TIMEOUT = 2.0
 
 
-def health_routes(ready: ReadyCheck | None) -> list[BaseRoute]:
+def health_routes(ready: ReadyCheck | None, timeout: float = READY_TIMEOUT) -> list[BaseRoute]:
     """``/healthz``: the process answers. ``/readyz``: its dependencies answer too."""
 
     async def healthz(request: Request) -> Response:
@@ -128,7 +133,10 @@ def health_routes(ready: ReadyCheck | None) -> list[BaseRoute]:
         if ready is None:
             return JSONResponse({"status": "ready"})
         try:
-            checks = await ready()
+            checks = await asyncio.wait_for(ready(), timeout)
+        except TimeoutError:
+            error = f"a dependency did not answer within {timeout:g}s"
+            return JSONResponse({"status": "not ready", "error": error}, status_code=503)
         except Exception as e:
             return JSONResponse({"status": "not ready", "error": str(e)}, status_code=503)
         return JSONResponse({"status": "ready", **checks})
@@ -144,9 +152,11 @@ def make_app(
     scrape: Scrape | None = None,
     shard: Settings | None = None,
     guard: Middleware | None = None,
+    ready_timeout: float = READY_TIMEOUT,
 ) -> Starlette:
-    """The app with ``routes``, the probes, and ``/metrics`` (plus what ``scrape``
-    computes when Prometheus asks); every request is counted and timed. A shard
+    """The app with ``routes``, the probes (``ready`` given ``ready_timeout`` seconds),
+    and ``/metrics`` (plus what ``scrape`` computes when Prometheus asks); every request
+    is counted and timed. A shard
     service passes its settings as ``shard``: every request but the probes then needs
     the router's internal credential (:class:`~tessera.shared.auth.internal.InternalAuth`);
     the router passes its own ``guard`` (authentication, authorization, audit)."""
@@ -158,7 +168,7 @@ def make_app(
     if guard is not None:
         middleware.append(guard)
     return Starlette(
-        routes=[*health_routes(ready), metrics_route(scrape), *routes],
+        routes=[*health_routes(ready, ready_timeout), metrics_route(scrape), *routes],
         lifespan=lifespan,
         middleware=middleware,
         exception_handlers={TesseraError: _tessera_error, Exception: _unexpected},
