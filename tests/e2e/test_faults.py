@@ -21,13 +21,14 @@ times and of what clients saw, per fault, and write it to ``build/faults.json``.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
 import signal
-import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,10 +37,10 @@ import asyncpg
 import httpx
 import pytest
 
-from bench.cluster import TesseraCluster, start_tessera
-from tessera.local.processes import free_port
+from bench.cluster import TesseraCluster
 from tests.support.dicomgen import make_instance, multipart
 from tests.support.load import ALL_TS, Load, check_stored
+from tests.support.make_run import log, pid_of, tessera_run
 
 CHAOS = os.environ.get("TESSERA_CHAOS") == "1"
 STALL = 15.0 if CHAOS else 5.0  # seconds between SIGSTOP and SIGCONT
@@ -55,40 +56,8 @@ ALLOWED = {"ok", "a700", "unavailable"}
 
 @pytest.fixture(scope="module")
 def run() -> Iterator[TesseraCluster]:
-    root = Path(tempfile.mkdtemp(prefix="tessera-faults-"))
-    root.chmod(0o711)
-    cluster = start_tessera(root, log_level="info", timeout=300, env={
-        "TESSERA_DIMSE_PORT": str(free_port()),
-        "TESSERA_DIMSE_HTTP_PORT": str(free_port()),
-        "TESSERA_INDEX_WORKER_PORT": str(free_port()),
-        "TESSERA_TRANSCODE_PORT": str(free_port()),
-        "TESSERA_SWEEPER_PORT": str(free_port()),
-        "TESSERA_SWEEP_INTERVAL": "2",
-        "TESSERA_SWEEP_GRACE": "2",
-    })  # fmt: skip
-    try:
+    with tessera_run(TESSERA_SWEEP_INTERVAL="2", TESSERA_SWEEP_GRACE="2") as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-
-
-def log(cluster: TesseraCluster) -> str:
-    return cluster.log_path.read_text(errors="replace")
-
-
-def pid_of(cluster: TesseraCluster, name: str) -> int:
-    """The PID of the running ``name`` (a service, or redis / postgres), from what the
-    supervisor logged last about it."""
-    if name == "postgres":
-        pattern = r"PostgreSQL postgresql://\S+ \(pid (\d+)|started postgres again \(pid (\d+)\)"
-    elif name == "redis":
-        pattern = r"Redis redis://\S+ \(pid (\d+)|started redis again \(pid (\d+)\)"
-    else:
-        pattern = rf"started {re.escape(name)} \(pid (\d+)\)"
-    found = re.findall(pattern, log(cluster))
-    assert found, f"no pid of {name} in the log"
-    last = found[-1]
-    return int(next(p for p in last if p) if isinstance(last, tuple) else last)
 
 
 def group(pid: int, name: str) -> list[int]:
@@ -271,10 +240,18 @@ def test_every_acknowledged_instance_is_there_once_and_no_orphan_is_left(
             break
         assert time.monotonic() - began < 150, f"{len(orphans)} objects no row references"
         time.sleep(1.0)
-    _report(load, first, time.monotonic() - began)
+    _report(load, first, time.monotonic() - began, swept(run))
 
 
-def _report(load: Load, orphans: int, swept_in: float) -> None:
+def swept(run: TesseraCluster) -> dict[str, int]:
+    """What the sweeper's passes removed, by kind, from its log lines."""
+    total: Counter[str] = Counter()
+    for found in re.findall(r"sweep done: (\{[^}]*\})", log(run)):
+        total.update(ast.literal_eval(found))
+    return dict(total)
+
+
+def _report(load: Load, orphans: int, swept_in: float, removed: dict[str, int]) -> None:
     total = load.verdicts()
     lines = [f"\n{'fault':<22} {'recovery s':>10}  readyz during  clients saw"]
     for r in RESULTS:
@@ -283,6 +260,7 @@ def _report(load: Load, orphans: int, swept_in: float) -> None:
         lines.append(f"{r.fault:<22} {r.recovery:>10.1f}  {ready:<13}  {seen}")
     lines.append(f"acknowledged instances checked: {len(load.stored)}; all requests: {dict(total)}")
     lines.append(f"orphans when the load stopped: {orphans}, all swept {swept_in:.0f}s later")
+    lines.append(f"removed by the sweeper over the run: {removed or 'nothing'}")
     print("\n".join(lines))
     REPORT.parent.mkdir(exist_ok=True)
     REPORT.write_text(json.dumps({
@@ -292,5 +270,6 @@ def _report(load: Load, orphans: int, swept_in: float) -> None:
         "acknowledged": len(load.stored),
         "orphans_at_end": orphans,
         "orphans_swept_in_seconds": round(swept_in, 1),
+        "sweeper_removed": removed,
         "requests": dict(total),
     }, indent=2))  # fmt: skip

@@ -5,45 +5,22 @@ archive answers again without anyone restarting it by hand."""
 from __future__ import annotations
 
 import os
-import re
 import signal
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from bench.cluster import TesseraCluster, start_tessera
-from tessera.local.processes import free_port
+from bench.cluster import TesseraCluster
 from tests.support.dicomgen import make_instance, multipart
+from tests.support.make_run import log, pid_of, tessera_run
 
 
 @pytest.fixture(scope="module")
 def run() -> Iterator[TesseraCluster]:
-    root = Path(tempfile.mkdtemp(prefix="tessera-run-"))
-    root.chmod(0o711)
-    cluster = start_tessera(root, log_level="info", timeout=300, env={
-        "TESSERA_DIMSE_PORT": str(free_port()),
-        "TESSERA_DIMSE_HTTP_PORT": str(free_port()),
-        "TESSERA_INDEX_WORKER_PORT": str(free_port()),
-        "TESSERA_TRANSCODE_PORT": str(free_port()),
-    })  # fmt: skip
-    try:
+    with tessera_run() as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-
-
-def log(cluster: TesseraCluster) -> str:
-    return cluster.log_path.read_text(errors="replace")
-
-
-def pid_of(cluster: TesseraCluster, pattern: str) -> int:
-    found = re.findall(pattern, log(cluster))
-    assert found, pattern
-    return int(found[-1])
 
 
 def wait_for(cluster: TesseraCluster, text: str, count: int = 1, timeout: float = 90) -> None:
@@ -78,7 +55,7 @@ def answers(cluster: TesseraCluster, timeout: float = 90) -> None:
 def test_a_killed_service_is_started_again(run: TesseraCluster) -> None:
     answers(run)
     before = log(run).count("started index (pid")
-    os.kill(pid_of(run, r"started index \(pid (\d+)\)"), signal.SIGKILL)
+    os.kill(pid_of(run, "index"), signal.SIGKILL)
     wait_for(run, "index (pid", 1)
     wait_for(run, "started index (pid", before + 1)
     assert "EXITED with code" in log(run)
@@ -86,14 +63,14 @@ def test_a_killed_service_is_started_again(run: TesseraCluster) -> None:
 
 
 def test_a_killed_postgresql_is_started_again(run: TesseraCluster) -> None:
-    os.kill(pid_of(run, r"PostgreSQL postgresql://\S+ \(pid (\d+)"), signal.SIGKILL)
+    os.kill(pid_of(run, "postgres"), signal.SIGKILL)
     wait_for(run, "postgres is not running: starting it again")
     wait_for(run, "started postgres again")
     answers(run)
 
 
 def test_a_killed_redis_is_started_again(run: TesseraCluster) -> None:
-    os.kill(pid_of(run, r"Redis redis://\S+ \(pid (\d+)"), signal.SIGKILL)
+    os.kill(pid_of(run, "redis"), signal.SIGKILL)
     wait_for(run, "redis is not running: starting it again")
     wait_for(run, "started redis again")
     answers(run, timeout=120)
@@ -105,8 +82,7 @@ def test_a_stalled_redis_takes_no_service_down(run: TesseraCluster) -> None:
     answers(run)
     started = {name: log(run).count(f"started {name} (pid")
                for name in ("ingest", "index", "index-worker", "retrieve", "router")}  # fmt: skip
-    found = re.findall(r"Redis redis://\S+ \(pid (\d+)|started redis again \(pid (\d+)\)", log(run))
-    pid = int(next(p for p in found[-1] if p))  # the Redis running now
+    pid = pid_of(run, "redis")  # the Redis running now
     os.kill(pid, signal.SIGSTOP)
     try:
         time.sleep(8)

@@ -41,7 +41,7 @@ import redis.asyncio as aioredis
 
 from tessera.shared import metrics
 from tessera.shared.db.pool import create_pool
-from tessera.shared.health_server import CHECK_TIMEOUT, HealthServer, probe_redis
+from tessera.shared.health_server import HealthServer, redis_and_database
 from tessera.shared.settings import Settings
 from tessera.shared.storage import ObjectStore, instance_key, open_store
 from tessera.shared.storage.guard import ObjectGuard
@@ -233,17 +233,6 @@ class Sweeper:
         )
 
 
-async def _ready(settings: Settings) -> dict[str, str]:
-    async with probe_redis(settings.redis_url) as client:
-        await client.ping()
-    conn = await asyncpg.connect(settings.database_url, timeout=CHECK_TIMEOUT)
-    try:
-        await conn.fetchval("SELECT 1")
-    finally:
-        await conn.close()
-    return {"redis": "ok", "database": "ok"}
-
-
 async def run(settings: Settings, once: bool, dry_run: bool, grace: float) -> dict[str, Any]:
     pool = await create_pool(settings.database_url, max_size=2)
     redis = aioredis.from_url(settings.redis_url)
@@ -259,7 +248,11 @@ async def run(settings: Settings, once: bool, dry_run: bool, grace: float) -> di
         if once:
             return await sweeper.sweep()
         health = HealthServer(
-            settings.host, settings.sweeper_port, partial(_ready, settings), None, settings
+            settings.host,
+            settings.sweeper_port,
+            partial(redis_and_database, settings),
+            None,
+            settings,
         ).start()
         while not stopping.is_set():
             try:

@@ -10,24 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from functools import partial
 
-import asyncpg
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from tessera.shared.health_server import CHECK_TIMEOUT, HealthServer, probe_redis
+from tessera.shared.health_server import HealthServer, probe_redis, redis_and_database
 from tessera.shared.queue import GROUP, jobs_stream
 from tessera.shared.settings import Settings
-
-
-async def ready(settings: Settings) -> dict[str, str]:
-    async with probe_redis(settings.redis_url) as client:
-        await client.ping()
-    conn = await asyncpg.connect(settings.database_url, timeout=CHECK_TIMEOUT)
-    try:
-        await conn.fetchval("SELECT 1")
-    finally:
-        await conn.close()
-    return {"redis": "ok", "database": "ok"}
 
 
 async def queue_families(settings: Settings) -> Iterable[Metric]:
@@ -57,7 +45,7 @@ def health_server(settings: Settings) -> HealthServer:
     return HealthServer(
         settings.host,
         settings.index_worker_port,
-        partial(ready, settings),
+        partial(redis_and_database, settings),
         partial(queue_families, settings),
         settings,
     )

@@ -17,6 +17,7 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import asyncpg
 import redis.asyncio as aioredis
 import uvicorn
 from starlette.applications import Starlette
@@ -41,6 +42,19 @@ async def probe_redis(url: str) -> AsyncIterator[aioredis.Redis]:
         yield client
     finally:
         await client.aclose()
+
+
+async def redis_and_database(settings: Settings) -> dict[str, str]:
+    """Readiness of a worker that needs its Redis and its PostgreSQL (the index worker,
+    the sweeper): each answers, on connections of the check's own."""
+    async with probe_redis(settings.redis_url) as client:
+        await client.ping()
+    conn = await asyncpg.connect(settings.database_url, timeout=CHECK_TIMEOUT)
+    try:
+        await conn.fetchval("SELECT 1")
+    finally:
+        await conn.close()
+    return {"redis": "ok", "database": "ok"}
 
 
 class HealthServer:
