@@ -19,12 +19,15 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 from prometheus_client import REGISTRY
+from pydicom.uid import generate_uid
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from tessera.router.app import create_app
+from tessera.router.placement import place
+from tessera.router.shards import Shard, ShardMap
 from tessera.shared.settings import Settings
 from tests.support.serving import closed_port_url, serving
 
@@ -240,6 +243,9 @@ ROUTES = [
     ("GET", f"/studies/{STUDY}/series/{SERIES}/instances/{INSTANCE}/frames/1,2,3", "retrieve"),
     ("GET", f"/studies/{STUDY}/series/{SERIES}/instances/{INSTANCE}/rendered", "retrieve"),
     ("GET", f"/studies/{STUDY}/series/{SERIES}/instances/{INSTANCE}/bulk/7FE00010", "retrieve"),
+    ("DELETE", f"/studies/{STUDY}", "index"),
+    ("DELETE", f"/studies/{STUDY}/series/{SERIES}", "index"),
+    ("DELETE", f"/studies/{STUDY}/series/{SERIES}/instances/{INSTANCE}", "index"),
 ]
 
 
@@ -582,3 +588,34 @@ async def test_without_cors_origins_resources_stay_same_origin() -> None:
             async with httpx.AsyncClient(base_url=router_url + PREFIX, timeout=STEP) as client:
                 r = await client.get(f"/studies/{STUDY}/series/{SERIES}/thumbnail")
     assert r.headers["cross-origin-resource-policy"] == "same-origin"
+
+
+async def test_a_delete_of_a_study_a_rebalance_moves_is_503_until_it_is_moved() -> None:
+    """Issue 13: a delete racing a study's copy to its new shard could leave the copy
+    there; while a transition will place a study elsewhere, or its move holds it locked,
+    its DELETE is 503 + Retry-After; a study that stays put is deleted as usual."""
+    index = StandIn("index")
+    async with serving(index.app()) as index_url:
+        down = closed_port_url()
+        names = ("a", "b")
+        shards = {n: Shard(n, down, index_url, down) for n in names}
+        uids = [generate_uid() for _ in range(64)]
+        moving = next(u for u in uids if place(u, ("a",)) != place(u, names))
+        staying = next(u for u in uids if place(u, ("a",)) == place(u, names))
+        joining = ShardMap(shards, placement=("a",), next_placement=names)
+        locked = ShardMap(
+            shards, overrides={staying: "a"}, locked=frozenset({staying}), placement=("a",)
+        )
+        for shard_map, study, expected in (
+            (joining, moving, 503),
+            (joining, staying, 200),
+            (locked, staying, 503),
+        ):
+            async with serving(create_app(Settings(), shards=shard_map)) as router:
+                async with httpx.AsyncClient(base_url=router + PREFIX, timeout=STEP) as client:
+                    r = await client.delete(f"/studies/{study}/series/{SERIES}")
+            assert r.status_code == expected, r.text
+            if expected == 503:
+                assert int(r.headers["retry-after"]) > 0
+                assert "being moved" in r.text
+    assert len(index.seen) == 1 and index.seen[0].method == "DELETE"

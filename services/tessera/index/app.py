@@ -3,7 +3,8 @@
 ``create_app(settings)`` builds it; the lifespan opens the shard's asyncpg pool
 (``app.state.pool``) and closes it on shutdown. ``/readyz`` is ready when the database
 answers ``SELECT 1``. Beside QIDO-RS it serves the internal routes of
-:mod:`tessera.index.delete` (list and delete a study, for the rebalance job).
+:mod:`tessera.index.delete` (DELETE of a study, series or instance; the study lists the
+rebalance job needs).
 
 The pool's sessions plan as :data:`tessera.shared.qido.sql.SESSION_SETTINGS` says: each
 search for its own values (asyncpg prepares a statement once per connection, and a

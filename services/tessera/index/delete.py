@@ -1,17 +1,22 @@
-"""Internal admin routes of a shard's index: list a study's instances, delete a study.
+"""Deleting studies, series and instances of a shard, and the internal routes the
+rebalance job needs to move a study (``tessera.router.rebalance.move``).
 
-These are what the router's rebalance job needs to move a study between shards
-(``tessera.router.rebalance.move``). They are **internal**: the router forwards only the
-DICOMweb resources of PS3.18 under its public prefix (``GET``/``POST``), never these
-paths or the ``DELETE`` method, so only a process that reaches the index service
-directly (the rebalance worker, an operator) can call them.
-
+    DELETE /studies/{study}                             the study: rows, counts, objects
+    DELETE /studies/{study}/series/{series}             one series
+    DELETE /studies/{study}/series/{series}/instances/{instance}   one instance
     GET    /internal/studies?after=PK&limit=N   studies by primary key (keyset paging),
                                                  with their number of instances
     GET    /internal/studies/{study}/instances  every instance: SOPInstanceUID,
                                                  SeriesInstanceUID, SHA-256, size, and
                                                  the study's ``digest`` (see below)
-    DELETE /studies/{study}                      remove the study: rows, counts, objects
+
+The three ``DELETE`` routes are what the router forwards of a client's ``DELETE`` on the
+same DICOMweb resources (as Microsoft's and Google's DICOM services and Orthanc offer
+it; PS3.18 has no delete transaction): ``204 No Content`` once the rows are gone (QIDO-RS
+and WADO-RS no longer find them when the answer is sent), ``404`` for a UID the shard
+does not hold, or a study outside the caller's labels. Deleting the last instance of a
+series deletes the series, the last series of a study the study; what remains gets its
+counts, ModalitiesInStudy and SOPClassesInStudy recomputed in the same transaction.
 
 Keyset paging (``pk > after``) and not QIDO's ``offset``: studies keep arriving while a
 rebalance lists them, and an offset page slides when a row is inserted before it, so a
@@ -19,7 +24,7 @@ study could be skipped; a pk only grows.
 
 The study **digest** is the SHA-256 of its sorted ``SOPInstanceUID TAB sha256 LF`` lines:
 two shards hold the same instances, byte for byte, exactly when their digests are
-equal. ``DELETE`` takes it as ``If-Match: "<digest>"`` (RFC 9110 13.1.1): the study is
+equal. A study's ``DELETE`` takes it as ``If-Match: "<digest>"`` (RFC 9110 13.1.1): the study is
 deleted only if it still holds exactly what the caller copied elsewhere, else 412, so an
 instance that reached the source after the last copy is never lost with it.
 
@@ -53,6 +58,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tessera.index.sweeper import remove_unreferenced
+from tessera.index.writer import refresh_counts
+from tessera.shared.auth.internal import principal_of
 from tessera.shared.errors import BadRequest, NotFound, TesseraError
 from tessera.shared.index_internal import (
     INSTANCES_PATH,
@@ -104,15 +111,55 @@ class DeletedStudy:
     patient_deleted: bool
 
 
+async def _locked_study(
+    conn: asyncpg.Connection, study: str, labels: frozenset[str] | None
+) -> asyncpg.Record | None:
+    """The study's row, locked for this transaction (the index writer's study upsert
+    waits on it: no instance joins the study meanwhile); None if there is none, or the
+    caller's ``labels`` (None: any study) do not see it."""
+    row = await conn.fetchrow(
+        "SELECT pk, patient_pk, labels FROM study WHERE study_instance_uid = $1 FOR UPDATE",
+        study,
+    )
+    if row is None or (labels is not None and not set(row["labels"]) & labels):
+        return None
+    return row
+
+
+async def _feed_deletes(conn: asyncpg.Connection, study: str, gone: list[StoredInstance]) -> None:
+    await conn.execute(
+        """INSERT INTO change_feed (action, study_instance_uid, series_instance_uid,
+               sop_instance_uid)
+           SELECT 'delete', $1, s, i FROM unnest($2::text[], $3::text[]) AS u(s, i)""",
+        study,
+        [i.series_instance_uid for i in gone],
+        [i.sop_instance_uid for i in gone],
+    )
+
+
+async def _delete_study_row(conn: asyncpg.Connection, row: asyncpg.Record) -> bool:
+    """Delete the (emptied) study, and its patient if no other study refers to it
+    (patients keep no counts: QIDO computes them); whether the patient went too."""
+    await conn.execute("DELETE FROM study WHERE pk = $1", row["pk"])
+    gone = await conn.fetchval(
+        """DELETE FROM patient p WHERE p.pk = $1
+             AND NOT EXISTS (SELECT 1 FROM study WHERE patient_pk = $1) RETURNING pk""",
+        row["patient_pk"],
+    )
+    return gone is not None
+
+
 async def delete_study_rows(
-    conn: asyncpg.Connection, study: str, if_digest: str | None = None
+    conn: asyncpg.Connection,
+    study: str,
+    if_digest: str | None = None,
+    labels: frozenset[str] | None = None,
 ) -> DeletedStudy | None:
-    """Delete the study's rows in one transaction; None if there is no such study.
-    With ``if_digest``, raise :class:`PreconditionFailed` unless the study's digest is it."""
+    """Delete the study's rows in one transaction; None if there is no such study (or
+    ``labels`` do not see it). With ``if_digest``, raise :class:`PreconditionFailed`
+    unless the study's digest is it."""
     async with conn.transaction():
-        row = await conn.fetchrow(
-            "SELECT pk, patient_pk FROM study WHERE study_instance_uid = $1 FOR UPDATE", study
-        )
+        row = await _locked_study(conn, study, labels)
         if row is None:
             return None
         instances = await study_instances(conn, study)
@@ -123,27 +170,60 @@ async def delete_study_rows(
                     f"study {study} holds other instances than If-Match says "
                     f"(digest {digest}); copy them, then delete again"
                 )
-        await conn.execute(
-            """INSERT INTO change_feed (action, study_instance_uid, series_instance_uid,
-                   sop_instance_uid)
-               SELECT 'delete', $1, s, i FROM unnest($2::text[], $3::text[]) AS u(s, i)""",
-            study,
-            [i.series_instance_uid for i in instances],
-            [i.sop_instance_uid for i in instances],
-        )
+        await _feed_deletes(conn, study, instances)
         await conn.execute(
             """DELETE FROM instance i USING series se
                 WHERE i.series_pk = se.pk AND se.study_pk = $1""",
             row["pk"],
         )
         await conn.execute("DELETE FROM series WHERE study_pk = $1", row["pk"])
-        await conn.execute("DELETE FROM study WHERE pk = $1", row["pk"])
-        gone = await conn.fetchval(
-            """DELETE FROM patient p WHERE p.pk = $1
-                 AND NOT EXISTS (SELECT 1 FROM study WHERE patient_pk = $1) RETURNING pk""",
-            row["patient_pk"],
+        patient_deleted = await _delete_study_row(conn, row)
+    return DeletedStudy(study, instances, patient_deleted)
+
+
+async def delete_series_rows(
+    conn: asyncpg.Connection,
+    study: str,
+    series: str,
+    sop: str | None = None,
+    labels: frozenset[str] | None = None,
+) -> list[StoredInstance] | None:
+    """Delete a series of the study (or, with ``sop``, one instance of it) in one
+    transaction; the instances deleted, None if there is no such series or instance in
+    that study (or ``labels`` do not see the study). An emptied series goes, an emptied
+    study too; what remains has its computed attributes recomputed."""
+    async with conn.transaction():
+        row = await _locked_study(conn, study, labels)
+        if row is None:
+            return None
+        rows = await conn.fetch(
+            """SELECT i.pk, i.sop_instance_uid, se.series_instance_uid, i.sha256, i.size,
+                      i.storage_key, se.pk AS series_pk
+                 FROM series se JOIN instance i ON i.series_pk = se.pk
+                WHERE se.study_pk = $1 AND se.series_instance_uid = $2
+                  AND ($3::text IS NULL OR i.sop_instance_uid = $3)""",
+            row["pk"],
+            series,
+            sop,
         )
-    return DeletedStudy(study, instances, gone is not None)
+        if not rows:
+            return None
+        gone = [StoredInstance(*r[1:6]) for r in rows]
+        await _feed_deletes(conn, study, gone)
+        await conn.execute(
+            "DELETE FROM instance WHERE pk = ANY($1::bigint[])", [r[0] for r in rows]
+        )
+        series_pk = rows[0]["series_pk"]
+        await conn.execute(
+            """DELETE FROM series se WHERE se.pk = $1
+                 AND NOT EXISTS (SELECT 1 FROM instance WHERE series_pk = se.pk)""",
+            series_pk,
+        )
+        if await conn.fetchval("SELECT count(*) FROM series WHERE study_pk = $1", row["pk"]):
+            await refresh_counts(conn, {row["pk"]}, {series_pk})
+        else:
+            await _delete_study_row(conn, row)
+    return gone
 
 
 async def delete_objects(
@@ -189,24 +269,35 @@ def _if_match(request: Request) -> str | None:
 
 
 async def delete_study(request: Request) -> Response:
-    """``DELETE /studies/{study}``: internal, see the module docstring."""
+    """``DELETE /studies/{study}``: see the module docstring."""
     study = check_uid(request.path_params["study"], "StudyInstanceUID")
     if_digest = _if_match(request)
     pool: asyncpg.Pool = request.app.state.pool
     async with pool.acquire() as conn:
-        deleted = await delete_study_rows(conn, study, if_digest)
+        deleted = await delete_study_rows(conn, study, if_digest, principal_of(request).labels)
     if deleted is None:
         raise NotFound(f"no study {study} on this shard")
     objects = await delete_objects(pool, *_store(request), deleted.instances)
-    log.info("deleted study %s: %d instances", study, len(deleted.instances))
-    return JSONResponse(
-        {
-            "study": study,
-            "instances": len(deleted.instances),
-            "objects": objects,
-            "patient_deleted": deleted.patient_deleted,
-        }
-    )
+    log.info("deleted study %s: %d instances, %d objects", study, len(deleted.instances), objects)
+    return Response(status_code=204)
+
+
+async def delete_series(request: Request) -> Response:
+    """``DELETE /studies/{study}/series/{series}[/instances/{instance}]``."""
+    study = check_uid(request.path_params["study"], "StudyInstanceUID")
+    series = check_uid(request.path_params["series"], "SeriesInstanceUID")
+    sop = request.path_params.get("instance")
+    if sop is not None:
+        sop = check_uid(sop, "SOPInstanceUID")
+    pool: asyncpg.Pool = request.app.state.pool
+    async with pool.acquire() as conn:
+        gone = await delete_series_rows(conn, study, series, sop, principal_of(request).labels)
+    if gone is None:
+        what = f"instance {sop} of series {series}" if sop else f"series {series}"
+        raise NotFound(f"no {what} in study {study} on this shard")
+    objects = await delete_objects(pool, *_store(request), gone)
+    log.info("deleted %d instances of series %s, %d objects", len(gone), series, objects)
+    return Response(status_code=204)
 
 
 async def list_studies(request: Request) -> Response:
@@ -254,4 +345,10 @@ def routes() -> list[Route]:
         Route(STUDIES_PATH, list_studies, methods=["GET"]),
         Route(INSTANCES_PATH, list_instances, methods=["GET"]),
         Route(STUDY_PATH, delete_study, methods=["DELETE"]),
+        Route(STUDY_PATH + "/series/{series}", delete_series, methods=["DELETE"]),
+        Route(
+            STUDY_PATH + "/series/{series}/instances/{instance}",
+            delete_series,
+            methods=["DELETE"],
+        ),
     ]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -256,6 +256,15 @@ async def _upsert_series(
         text(md, "00400245"),
         _dumps(layout.series_attrs(md)),
     )
+
+
+async def refresh_counts(
+    conn: asyncpg.Connection, studies: Iterable[int], series: Iterable[int] = ()
+) -> None:
+    """Recompute the computed attributes of these studies and series (PS3.18 Table
+    10.6.3-3: counts, ModalitiesInStudy, SOPClassesInStudy) from their instances; a
+    delete calls it for what it left."""
+    await _refresh_counts(conn, _Touched(studies=set(studies), series=set(series)))
 
 
 async def _refresh_counts(conn: asyncpg.Connection, touched: _Touched) -> None:

@@ -52,7 +52,7 @@ from tessera.router.qido_fanout import QidoFanOut
 from tessera.router.rebalance import api as rebalance_api
 from tessera.router.registry import Registry, RegistryWatcher
 from tessera.router.shards import Service, Shard, ShardMap
-from tessera.router.stow_split import StowSplit
+from tessera.router.stow_split import LOCKED_RETRY_AFTER, StowSplit
 from tessera.shared import dimse_api
 from tessera.shared.auth import Permission
 from tessera.shared.auth.internal import httpx_auth, principal_of
@@ -64,6 +64,8 @@ from tessera.shared.qido.attributes import Level
 from tessera.shared.refs import check_uid
 from tessera.shared.settings import Settings
 
+# seconds a client waits to delete a study a rebalance will move (README "Many shards")
+TRANSITION_RETRY_AFTER = 30
 # seconds a shard service has to answer /readyz (readiness, a shard being added)
 PROBE_TIMEOUT = 3.0
 
@@ -206,6 +208,25 @@ class Router:
         endpoint.__name__ = f"{service}_study"
         return endpoint
 
+    async def _delete(self, request: Request) -> Response:
+        """DELETE of a study, series or instance: to the index of the study's owner.
+
+        Refused (503 + Retry-After) while a rebalance may move the study: it is locked
+        for its move's end, or a transition will place it elsewhere. A delete then could
+        race the copy and leave the study on its new shard."""
+        study = check_uid(request.path_params["study"], "StudyInstanceUID")
+        shards = self.shards
+        locked = study in shards.locked
+        if locked or (
+            study not in shards.overrides
+            and shards.next_owner(study) not in (None, shards.owner(study))
+        ):
+            raise ServiceUnavailable(
+                f"study {study} is being moved to another shard; delete it once the move is done",
+                retry_after=LOCKED_RETRY_AFTER if locked else TRANSITION_RETRY_AFTER,
+            )
+        return await self.proxy.forward(request, shards.for_study(study).url(Service.INDEX))
+
     def _search(self, level: Level) -> Endpoint:
         """QIDO-RS across studies: through to the one shard, or fanned out to all."""
 
@@ -238,6 +259,11 @@ class Router:
         p, get = self.prefix, ["GET"]  # Starlette adds HEAD to GET routes
         study = f"{p}/studies/{{study}}"
         read, write = requires(Permission.READ), requires(Permission.WRITE)
+        delete = requires(Permission.DELETE)(self._delete)
+        series, instance = (
+            f"{study}/series/{{series}}",
+            f"{study}/series/{{series}}/instances/{{instance}}",
+        )
         return [
             Route(f"{p}/studies", write(self._store), methods=["POST"]),
             Route(f"{p}/studies", read(self._search(Level.STUDY)), methods=get),
@@ -252,6 +278,9 @@ class Router:
             Route(study, read(self._to(Service.RETRIEVE)), methods=get),
             Route(f"{study}/{{rest:path}}", read(self._to(Service.RETRIEVE)), methods=get),
             Route(f"{p}/wado", read(self._to(Service.RETRIEVE)), methods=get),
+            Route(study, delete, methods=["DELETE"]),
+            Route(series, delete, methods=["DELETE"]),
+            Route(instance, delete, methods=["DELETE"]),
         ]
 
     async def studies_of_patient(self, patient_id: str) -> list[str]:

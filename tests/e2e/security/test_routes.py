@@ -76,8 +76,8 @@ class Archive:
     sop: str
 
 
-@pytest.fixture(scope="module")
-def archive(secure: Cluster, tokens: Tokens) -> Archive:
+def stored(secure: Cluster, tokens: Tokens) -> Archive:
+    """A new instance in a new study, stored by the writer."""
     study, series, sop = generate_uid(), generate_uid(), generate_uid()
     body, ctype = multipart([make_instance(study=study, series=series, sop=sop)])
     r = httpx.post(
@@ -90,6 +90,11 @@ def archive(secure: Cluster, tokens: Tokens) -> Archive:
     return Archive(study, series, sop)
 
 
+@pytest.fixture(scope="module")
+def archive(secure: Cluster, tokens: Tokens) -> Archive:
+    return stored(secure, tokens)
+
+
 def router_routes(settings: Settings) -> list[BaseRoute]:
     from tessera.router.app import create_app
 
@@ -99,6 +104,7 @@ def router_routes(settings: Settings) -> list[BaseRoute]:
 def concrete(call: Call, a: Archive, key_id: str = "0000000000000000") -> str:
     path = call.template.replace("{rest:path}", "metadata").replace("{path:path}", "index.html")
     path = path.replace("{study}", a.study).replace("{series}", a.series)
+    path = path.replace("{instance}", a.sop)
     path = path.replace("{id}", key_id).replace("{name}", "no-such-shard")
     path = re.sub(r"\{[^}]+\}", "x", path)
     if call.template.endswith("/wado"):
@@ -166,13 +172,16 @@ def test_router_routes_need_a_token_then_the_permission(
                     tokens["admin"],
                 )
                 key_id = made.json()["id"]
-            anonymous = request(client, call, archive, None, key_id)
+            target = archive
+            if call.method == "DELETE" and "/studies/" in call.template:
+                target = stored(secure, tokens)  # a study of its own to delete
+            anonymous = request(client, call, target, None, key_id)
             assert anonymous.status_code == 401, (str(call), anonymous.text)
             assert anonymous.headers["www-authenticate"] == 'Bearer realm="tessera"'
-            lacking = request(client, call, archive, tokens[LACKING[call.permission]], key_id)
+            lacking = request(client, call, target, tokens[LACKING[call.permission]], key_id)
             assert lacking.status_code == 403, (str(call), lacking.text)
             assert 'error="insufficient_scope"' in lacking.headers["www-authenticate"]
-            allowed = request(client, call, archive, tokens[HOLDER[call.permission]], key_id)
+            allowed = request(client, call, target, tokens[HOLDER[call.permission]], key_id)
             assert 200 <= allowed.status_code < 300, (str(call), allowed.status_code, allowed.text)
             checked += 1
         # the open ones answer without a token
@@ -216,7 +225,8 @@ def test_shard_services_answer_only_the_routers_credential(
             if call.template in ("/healthz", "/readyz"):
                 assert client.request(call.method, call.template).status_code == 200
                 continue
-            path = concrete(call, archive)
+            target = stored(secure, tokens) if call.method == "DELETE" else archive
+            path = concrete(call, target)
             for headers in ({}, {"Authorization": f"Bearer {tokens['everything']}"}):
                 r = client.request(call.method, path, headers=headers)
                 assert r.status_code == 401, (service, str(call), headers, r.text)
