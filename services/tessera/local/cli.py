@@ -21,6 +21,7 @@ import os
 import secrets
 import signal
 import ssl
+import sys
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -279,8 +280,14 @@ def run(data: Path, port: int, shards: int = 1, *, auth: bool = False, tls: bool
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["store"]:  # the bulk import, a client of any archive (its own --help)
+        from tessera.importer.cli import main as store
+
+        return store(argv[1:])
     parser = argparse.ArgumentParser(prog="tessera", description="Tessera DICOMweb archive")
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("store", help="store DICOM files from disk in an archive (--help)")
     run_cmd = commands.add_parser(
         "run", help="run the whole archive on this machine (what `make run` does)"
     )

@@ -1,0 +1,5 @@
+import sys
+
+from tessera.importer.cli import main
+
+sys.exit(main())
