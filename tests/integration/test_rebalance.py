@@ -119,7 +119,7 @@ async def shards(stacks: dict[str, Cluster], http: httpx.AsyncClient) -> AsyncIt
     for c in stacks.values():
         r = await http.get(c.settings.index_url + "/internal/studies", params={"limit": 10000})
         for _, uid, _ in r.json()["studies"]:
-            assert (await http.delete(f"{c.settings.index_url}/studies/{uid}")).status_code == 200
+            assert (await http.delete(f"{c.settings.index_url}/studies/{uid}")).status_code == 204
 
 
 @pytest.fixture(scope="module")

@@ -239,24 +239,49 @@ async def test_a_missing_source_raises_object_not_found(worker: Worker) -> None:
 def test_a_running_worker_beats_and_a_stopped_one_stops_beating(
     redis_databases: RedisDatabases, tmp_path: Path
 ) -> None:
-    """The heartbeat senders check (issue 15): the key exists while a worker of the shard
-    runs, with a TTL of ALIVE_TTL, and expires once the worker has stopped."""
+    """The heartbeat senders check (issue 15): the worker's bootstep keeps the key alive
+    (with a TTL of ALIVE_TTL) while it runs, and lets it expire once stopped. The step
+    on its own: a second Celery worker in this process would share the first one's
+    global shutdown flag."""
+    from types import SimpleNamespace
+
     import redis
 
-    from tessera.shared.transcode.contract import ALIVE_TTL, alive_key
+    from tessera.shared.transcode.contract import ALIVE_TTL, HEARTBEAT, alive_key
+    from tessera.transcode.heartbeat import Heartbeat
 
     with redis_databases.lease() as url:
         settings = Settings.from_env({}, redis_url=url, storage_url=tmp_path.as_uri())
+        worker = SimpleNamespace(app=SimpleNamespace(tessera_settings=settings))
         client = redis.Redis.from_url(url)
+        key = alive_key(settings.shard)
+        step = Heartbeat(worker)
         try:
-            key = alive_key(settings.shard)
-            with worker_app(settings):
-                assert client.exists(key)
-                assert 0 < client.ttl(key) <= ALIVE_TTL
-            # stopped: no renewal; wait out the TTL without the worker
+            step.start(worker)
+            deadline = time.monotonic() + HEARTBEAT * 2
+            while not client.exists(key):
+                assert time.monotonic() < deadline, "no heartbeat"
+                time.sleep(0.05)
+            assert 0 < client.ttl(key) <= ALIVE_TTL
+            time.sleep(ALIVE_TTL + 0.5)  # renewed meanwhile
+            assert client.exists(key)
+            step.stop(worker)
             deadline = time.monotonic() + ALIVE_TTL + 2
-            while client.exists(key) and time.monotonic() < deadline:
+            while client.exists(key):
+                assert time.monotonic() < deadline, "the heartbeat outlived its worker"
                 time.sleep(0.2)
-            assert not client.exists(key)
         finally:
+            step.stop(worker)
             client.close()
+
+
+def test_the_worker_runs_the_heartbeat_step(worker: Worker) -> None:
+    import redis
+
+    from tessera.shared.transcode.contract import alive_key
+
+    client = redis.Redis.from_url(worker.settings.redis_url)
+    try:
+        assert client.exists(alive_key(worker.settings.shard))
+    finally:
+        client.close()
