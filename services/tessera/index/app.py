@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 
-from tessera.index import delete, labels, qido
+from tessera.index import changefeed, delete, labels, qido
 from tessera.shared.db.pool import create_pool
 from tessera.shared.http import make_app
 from tessera.shared.levels import Layout
@@ -45,7 +45,7 @@ def create_app(settings: Settings) -> Starlette:
         return {"database": "ok"}
 
     app = make_app(
-        [*qido.routes(), *delete.routes(), *labels.routes()],
+        [*qido.routes(), *delete.routes(), *labels.routes(), *changefeed.routes()],
         lifespan=lifespan,
         ready=ready,
         shard=settings,

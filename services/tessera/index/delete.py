@@ -60,6 +60,7 @@ from starlette.routing import Route
 from tessera.index.sweeper import remove_unreferenced
 from tessera.index.writer import refresh_counts
 from tessera.shared.auth.internal import principal_of
+from tessera.shared.changefeed import FEED_LOCK
 from tessera.shared.errors import BadRequest, NotFound, TesseraError
 from tessera.shared.index_internal import (
     INSTANCES_PATH,
@@ -117,6 +118,8 @@ async def _locked_study(
     """The study's row, locked for this transaction (the index writer's study upsert
     waits on it: no instance joins the study meanwhile); None if there is none, or the
     caller's ``labels`` (None: any study) do not see it."""
+    # change feed rows numbered in commit order (tessera.shared.changefeed)
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", FEED_LOCK)
     row = await conn.fetchrow(
         "SELECT pk, patient_pk, labels FROM study WHERE study_instance_uid = $1 FOR UPDATE",
         study,

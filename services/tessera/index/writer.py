@@ -19,6 +19,7 @@ from typing import Any
 
 import asyncpg
 
+from tessera.shared.changefeed import FEED_LOCK
 from tessera.shared.levels import Layout, instance_attrs, instance_number_int, text
 from tessera.shared.messages import IndexInstance, InstanceOutcome
 
@@ -53,6 +54,8 @@ async def index_instances(
     touched = _Touched(layout=layout or Layout())
     outcomes: list[InstanceOutcome] = []
     async with conn.transaction():
+        # change feed rows numbered in commit order (tessera.shared.changefeed)
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", FEED_LOCK)
         for inst in instances:
             try:
                 async with conn.transaction():  # savepoint

@@ -47,6 +47,7 @@ from tessera.router import study_labels, viewer
 from tessera.router.auth import apikeys_api, audit
 from tessera.router.auth.middleware import RouterAuth, admin_only, requires
 from tessera.router.auth.security import Security, database_of
+from tessera.router.changefeed import ChangeFeed
 from tessera.router.proxy import Proxy, open_session
 from tessera.router.qido_fanout import QidoFanOut
 from tessera.router.rebalance import api as rebalance_api
@@ -278,6 +279,7 @@ class Router:
             Route(study, read(self._to(Service.RETRIEVE)), methods=get),
             Route(f"{study}/{{rest:path}}", read(self._to(Service.RETRIEVE)), methods=get),
             Route(f"{p}/wado", read(self._to(Service.RETRIEVE)), methods=get),
+            *ChangeFeed(lambda: self.shards, self.internal_http).routes(p, read),
             Route(study, delete, methods=["DELETE"]),
             Route(series, delete, methods=["DELETE"]),
             Route(instance, delete, methods=["DELETE"]),
