@@ -22,6 +22,7 @@ times and of what clients saw, per fault, and write it to ``build/faults.json``.
 from __future__ import annotations
 
 import ast
+import asyncio
 import json
 import os
 import re
@@ -36,6 +37,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from pydicom.uid import generate_uid
 
 from bench.cluster import TesseraCluster
 from tests.support.dicomgen import make_instance, multipart
@@ -71,7 +73,7 @@ def group(pid: int, name: str) -> list[int]:
 
 def serves(base_url: str) -> bool:
     """A new instance is stored, found by QIDO-RS, retrieved and rendered."""
-    study, series, sop = make_instance_uids()
+    study, series, sop = generate_uid(), generate_uid(), generate_uid()
     data = make_instance(study=study, series=series, sop=sop)
     body, content_type = multipart([data])
     try:
@@ -90,12 +92,6 @@ def serves(base_url: str) -> bool:
             return rendered.status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def make_instance_uids() -> tuple[str, str, str]:
-    from pydicom.uid import generate_uid
-
-    return generate_uid(), generate_uid(), generate_uid()
 
 
 @dataclass
@@ -221,12 +217,10 @@ async def _unreferenced(run: TesseraCluster) -> tuple[set[str], set[str]]:
 def test_every_acknowledged_instance_is_there_once_and_no_orphan_is_left(
     run: TesseraCluster, load: Load
 ) -> None:
-    load.__exit__(None, None, None)
+    load.stop()
     assert load.stored, "the load stored nothing"
     problems = check_stored(run.dicomweb_url, load.stored)
     assert not problems, problems[:10]
-    import asyncio
-
     # the sweeper (grace 2 s, a pass every 2 s) removes what the faults left; an object
     # whose STOW died before its index answer stays pinned for the pin's lifetime
     # (index_timeout + 60 s: 90 s), so that no in-flight STOW loses its object

@@ -144,17 +144,22 @@ async def test_transcode_unreachable_is_503(database, tmp_path):
         assert "transcode" in r.text
 
 
+def without_worker(database: str, redis_url: str, objects: Path, shard: str) -> Settings:
+    """Retrieve settings for a shard no transcode worker serves, with a timeout long
+    enough that only the missing heartbeat can explain a prompt 503."""
+    return Settings(
+        database_url=database,
+        storage_url=objects.as_uri(),
+        redis_url=redis_url,
+        shard=shard,
+        transcode_timeout=60.0,
+    )
+
+
 async def test_no_transcode_worker_running_is_503_at_once(database, redis_db, tmp_path):
     """Redis up, but no worker consuming (killed, stopped): no heartbeat, so 503 with
     Retry-After at once, not after transcode_timeout (issue 15: ~20 s before)."""
-    settings = Settings(
-        database_url=database,
-        storage_url=tmp_path.as_uri(),
-        redis_url=redis_db,
-        shard="no-worker",
-        transcode_timeout=60.0,
-    )
-    async for app, client in started(settings):
+    async for app, client in started(without_worker(database, redis_db, tmp_path, "no-worker")):
         (implicit,) = await store_files(app, [IMPLICIT])
         began = asyncio.get_running_loop().time()
         r = await client.get(implicit.url, headers={"Accept": DICOM})
@@ -171,13 +176,7 @@ async def test_a_worker_that_stops_beating_while_a_task_waits_is_503(database, r
 
     from tessera.shared.transcode.contract import alive_key
 
-    settings = Settings(
-        database_url=database,
-        storage_url=tmp_path.as_uri(),
-        redis_url=redis_db,
-        shard="dying-worker",
-        transcode_timeout=60.0,
-    )
+    settings = without_worker(database, redis_db, tmp_path, "dying-worker")
     beat = sync_redis.Redis.from_url(redis_db)
     beat.set(alive_key("dying-worker"), "gone soon", ex=3)
     try:

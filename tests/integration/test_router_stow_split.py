@@ -33,10 +33,10 @@ from starlette.routing import Route
 from tessera.router.app import create_app
 from tessera.router.placement import place
 from tessera.router.shards import Shard, ShardMap
-from tessera.router.stow_split import read_uids
 from tessera.shared.multipart import read_parts
 from tessera.shared.settings import Settings
 from tessera.shared.status import FailureReason
+from tessera.shared.uids import read_uids
 from tests.support.dicomgen import make_instance, multipart
 from tests.support.serving import closed_port_url, serving
 

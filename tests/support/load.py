@@ -74,6 +74,10 @@ class Load:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop the clients (each ends its request in flight); again does nothing."""
         self._stop.set()
         for thread in self._threads:
             thread.join(self.timeout + 10)

@@ -9,9 +9,10 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
 
 from tessera.router.shards import Shard, ShardMap
-from tessera.router.stow_split import Group, SplitPart, StowSplit, merge_responses, read_uids
+from tessera.router.stow_split import Group, SplitPart, StowSplit, merge_responses
 from tessera.shared.errors import ServiceUnavailable, UnsupportedMediaType
 from tessera.shared.status import FailureReason
+from tessera.shared.uids import read_uids
 
 MR = MRImageStorage
 BASE = "https://pacs.example.org/dicom-web"

@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import io
 import threading
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import pydicom
 
 from tessera.importer.files import Source
+from tessera.shared.multipart import multipart_content_type, new_boundary
+from tessera.shared.stow import DICOM
+from tessera.shared.uids import read_uids
 
 A700 = 0xA700
 RETRYABLE_STATUS = {502, 503, 504}
@@ -49,27 +50,15 @@ class Item:
 
 def sop_instance_uid(data: bytes) -> str | None:
     """The file's SOP Instance UID, None if it cannot be read here."""
-    try:
-        ds = pydicom.dcmread(
-            io.BytesIO(data), force=True, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]
-        )
-        value = str(ds.get("SOPInstanceUID", "") or "").strip("\0 ")
-        return value or None
-    except Exception:
-        return None
+    return read_uids(io.BytesIO(data))[2]
 
 
 def multipart(parts: list[bytes]) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    chunks = []
-    for data in parts:
-        chunks += [
-            f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode(),
-            data,
-            b"\r\n",
-        ]
-    chunks.append(f"--{boundary}--\r\n".encode())
-    return b"".join(chunks), f'multipart/related; type="application/dicom"; boundary={boundary}'
+    """A multipart/related body of PS3.10 files (PS3.18 8.7.5), and its Content-Type."""
+    boundary = new_boundary()
+    head = f"--{boundary}\r\nContent-Type: {DICOM}\r\n\r\n".encode()
+    body = b"".join(head + data + b"\r\n" for data in parts) + f"--{boundary}--\r\n".encode()
+    return body, multipart_content_type(DICOM, boundary)
 
 
 def _values(item: dict[str, Any], tag: str) -> list[Any]:

@@ -77,7 +77,8 @@ class ChangeFeed:
 
     async def _read(self, request: Request, shard: Shard, after: int, limit: int) -> dict[str, Any]:
         # the caller's own credential (its labels), not the router's
-        headers = {"Authorization": request.scope.get(FORWARD_KEY) or ""}
+        credential = request.scope.get(FORWARD_KEY)
+        headers = {"Authorization": credential} if credential else {}
         try:
             r = await self.http().get(
                 shard.url(Service.INDEX) + FEED_PATH,

@@ -47,7 +47,6 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 import aiohttp
-from pydicom import dcmread
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from yarl import URL
@@ -55,7 +54,6 @@ from yarl import URL
 from tessera.router.proxy import RETRY_AFTER, upstream_headers
 from tessera.router.shards import Service, Shard, ShardMap
 from tessera.shared import metrics
-from tessera.shared.dicomjson import quiet_pydicom
 from tessera.shared.errors import MultipartError, ServiceUnavailable
 from tessera.shared.http import DicomJSONResponse
 from tessera.shared.multipart import (
@@ -74,7 +72,7 @@ from tessera.shared.stow import (
     failed_item,
     response_status,
 )
-from tessera.shared.uids import is_valid_uid
+from tessera.shared.uids import read_uids
 
 log = logging.getLogger(__name__)
 
@@ -111,29 +109,6 @@ class Group:
     warnings: list[str] = field(default_factory=list)
     error: str = ""  # why the shard gave no answer for these parts
     refusal: Response | None = None  # the shard refused the whole request (4xx)
-
-
-def read_uids(fp: IO[bytes]) -> tuple[str | None, str | None, str | None]:
-    """(StudyInstanceUID, SOPClassUID, SOPInstanceUID) from a part's header; None where
-    unreadable. The pixel data is never read."""
-    fp.seek(0)
-    try:
-        with quiet_pydicom():
-            ds = dcmread(
-                fp,
-                stop_before_pixels=True,
-                specific_tags=["StudyInstanceUID", "SOPClassUID", "SOPInstanceUID"],
-            )
-    except Exception:  # not a PS3.10 file: the shard says why
-        return None, None, None
-    finally:
-        fp.seek(0)
-
-    def uid(keyword: str) -> str | None:
-        value = str(ds.get(keyword, "") or "").strip("\0 ")
-        return value if is_valid_uid(value) else None
-
-    return uid("StudyInstanceUID"), uid("SOPClassUID"), uid("SOPInstanceUID")
 
 
 # --- merging the shards' answers -----------------------------------------------------------

@@ -14,13 +14,11 @@ loop (one ``asyncio.run`` per task), never shared across loops or forked process
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 from redis.exceptions import LockError
 
-from tessera.shared.errors import NotAcceptable
 from tessera.shared.settings import Settings
 from tessera.shared.storage import ObjectStore, open_store
 from tessera.shared.transcode import lock_name
@@ -33,19 +31,6 @@ LOCK_TIMEOUT = 600
 # make(store) -> the bytes to store under the key, or the key of an existing object
 # to answer with instead (nothing stored)
 Make = Callable[[ObjectStore], Awaitable[bytes | str]]
-
-
-@contextmanager
-def decodable(what: str) -> Iterator[None]:
-    """A data set nested deeper than the decoder can recurse (a sequence within a
-    sequence... hundreds of levels, which STOW stores and metadata serves) cannot be
-    decoded here: 406 with the reason, not a 500 (issue 15)."""
-    try:
-        yield
-    except RecursionError:
-        raise NotAcceptable(
-            f"{what}: the data set's sequences are nested too deeply to decode"
-        ) from None
 
 
 async def produce_once(settings: Settings, key: str, make: Make) -> str:

@@ -25,7 +25,7 @@ from tessera.shared.transcode import queue_name
 # default limit (1000 frames) at the shallow stack of its event loop; a task runs under
 # Celery's deeper stack, so the same data set could exceed the limit here and fail a
 # read of stored data (issue 15). Three times the default keeps every accepted data set
-# decodable, well inside the 8 MiB C stack; past it, tessera.transcode.cache.decodable
+# decodable, well inside the 8 MiB C stack; past it, tessera.transcode.bad_data.refused_as
 # answers 406 with the reason.
 RECURSION_LIMIT = 3000
 sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))

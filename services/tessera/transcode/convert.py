@@ -111,10 +111,7 @@ def _encode(ds: FileDataset, target_ts: str) -> bytes:
     if target == ImplicitVRLittleEndian:
         _undefined_length_private_sequences(ds)
     out = io.BytesIO()
-    try:
-        dcmwrite(out, ds, enforce_file_format=True)
-    except DATA_ERRORS as e:
-        raise UnsupportedTransferSyntax(f"cannot write {target.name}: {e}") from e
+    dcmwrite(out, ds, enforce_file_format=True)  # what it raises: bad_data.refused_as
     return out.getvalue()
 
 

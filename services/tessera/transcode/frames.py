@@ -53,7 +53,7 @@ from tessera.shared.transcode import FRAME_TARGETS as TARGETS
 from tessera.shared.transcode import FRAME_TASK, FrameLocation, FrameRequest
 from tessera.shared.transcode.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 from tessera.transcode.bad_data import DATA_ERRORS, refused_as
-from tessera.transcode.cache import decodable, produce_once
+from tessera.transcode.cache import produce_once
 from tessera.transcode.celery_app import settings_of
 from tessera.transcode.codecs import CODECS, check_source, encode_frame, pixel_format
 from tessera.transcode.frame_source import read_frame_dataset
@@ -78,10 +78,9 @@ def frame_to_transfer_syntax(self: Any, request: dict[str, Any]) -> str:
     settings = settings_of(self.app)
     req = FrameRequest.from_json(request)
     check_target(req.target_ts)  # refuse before any I/O
-    with decodable(req.storage_key):
-        return asyncio.run(
-            frame_object(settings, req.storage_key, req.frame_number, req.target_ts, req.location)
-        )
+    return asyncio.run(
+        frame_object(settings, req.storage_key, req.frame_number, req.target_ts, req.location)
+    )
 
 
 async def frame_object(
