@@ -127,10 +127,11 @@ async def test_qido_pages_over_three_shards_equal_one_shard(
                 page = {**query, "limit": str(limit), "offset": str(offset)}
                 a = await mine.get(path, params=page)
                 b = await theirs.get(path, params=page)
-                assert a.status_code == b.status_code == 200, a.text
+                assert a.status_code == b.status_code, a.text
+                assert a.status_code in (200, 204), a.text  # 204: past the end
                 assert "warning" not in a.headers
-                assert _public(a.json(), federation.base_url) == _public(
-                    b.json(), single_shard.base_url
+                assert _public(a.json() if a.content else [], federation.base_url) == _public(
+                    b.json() if b.content else [], single_shard.base_url
                 ), (path, page)
         assert _public((await mine.get(path, params=query)).json(), federation.base_url) == (
             _public(whole, single_shard.base_url)

@@ -251,9 +251,8 @@ async def test_add_shard_moves_its_studies(shards, registry, router_settings, ht
     r = await http.get(s2.index_url + "/studies", params={"StudyInstanceUID": study})
     n = sum(1 for _, st, _ in after.values() if st == study)
     assert r.json()[0]["00201208"]["Value"] == [n]
-    assert (
-        await http.get(s1.index_url + "/studies", params={"StudyInstanceUID": study})
-    ).json() == []
+    gone = await http.get(s1.index_url + "/studies", params={"StudyInstanceUID": study})
+    assert gone.status_code == 204  # no match (PS3.18 8.3.4.4.1)
 
 
 async def test_drain_empties_and_removes_the_shard(shards, registry, router_settings, http):

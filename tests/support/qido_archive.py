@@ -194,6 +194,8 @@ def value(result: dict, tag: str) -> Any:
 
 async def search(client: httpx.AsyncClient, path: str, **params: Any) -> list[dict]:
     response = await client.get(path, params=params)
+    if response.status_code == 204:  # no match (PS3.18 8.3.4.4.1)
+        return []
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/dicom+json"
     return response.json()  # type: ignore[no-any-return]

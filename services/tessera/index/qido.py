@@ -14,11 +14,10 @@ acceptable); ``multipart/related; type="application/dicom+xml"`` is not produced
 Accept without a JSON type gets 406. An ``accept`` query parameter (PS3.18 8.3.3.1)
 overrides the header.
 
-No match is answered ``200 []``, not ``204 No Content``. PS3.18 8.3.4.4.1 says 204 for
-a search without results; we deviate on purpose: OHIF and dicomweb-client handle an
-empty array, some clients fail on an empty 204 body, and the router merges shard
-answers, which is simplest when every shard answers a JSON array. A study or series in
-the path that does not exist is likewise an empty result, not 404.
+No match is answered ``204 No Content`` with no body, as PS3.18 8.3.4.4.1 says (OHIF's
+dicomweb-client and the Python dicomweb-client both read 204 as no results; the router's
+merge reads it as an empty page). A study or series in the path that does not exist is
+likewise an empty result, not 404.
 
 Paging (PS3.18 8.3.4.4): ``limit`` is capped at ``settings.qido_max_limit``; when the
 cap decides the page size and more matches remain, the response carries the 8.3.4.4.1
@@ -103,6 +102,8 @@ async def _search(request: Request, level: Level, scope: Scope) -> Response:
         request.app.state.pool, query, settings.qido_max_limit, base_url
     )
     headers = {}
+    if not documents:  # PS3.18 8.3.4.4.1: no matching results
+        return Response(status_code=204)
     if remaining:
         headers["Warning"] = more_results_warning(urlsplit(base_url).netloc, remaining)
     return Response(body(documents), media_type=media_type, headers=headers)

@@ -195,7 +195,10 @@ class QidoFanOut:
             warnings += [w for w in part.warnings if w not in warnings]
         if server_limited and merged.remaining:
             warnings.insert(0, more_results_warning(agent, merged.remaining))
-        response = Response(body(merged.page), media_type=parts[0].media_type)
+        if merged.page:
+            response = Response(body(merged.page), media_type=parts[0].media_type)
+        else:  # PS3.18 8.3.4.4.1: no matching results
+            response = Response(status_code=204)
         for warning in warnings:
             response.headers.append("Warning", warning)
         return response
@@ -219,12 +222,12 @@ class QidoFanOut:
             r, content = await self._get(f"{part.url}?{query}", headers, part.origin)
         if 400 <= r.status < 500:
             return _response(r, content)
-        if r.status != 200:
+        if r.status not in (200, 204):  # 204: no match (PS3.18 8.3.4.4.1)
             raise ShardFailed(f"answered HTTP {r.status}")
         if r.headers.get("content-encoding", "identity").lower() != "identity":
             raise ShardFailed("answered content-encoded (Accept-Encoding: identity was sent)")
         try:
-            results = parse_results(content, level, part.shard.name)
+            results = parse_results(content or b"[]", level, part.shard.name)
         except MalformedAnswer as e:
             raise ShardFailed(str(e)) from None
         part.media_type = r.headers.get("content-type", part.media_type)
@@ -315,10 +318,10 @@ class QidoFanOut:
         url = shard.url(Service.INDEX) + "/studies?" + "&".join(params)
         async with asyncio.timeout(self.timeout):
             r, content = await self._get(url, headers, _origin(shard))
-        if r.status != 200:
+        if r.status not in (200, 204):
             raise ShardFailed(f"answered HTTP {r.status}")
         try:
-            rows = json.loads(content)
+            rows = json.loads(content or b"[]")
             for row in rows:
                 if _patient(row) == patient:
                     return {t: int(text(row, t) or 0) for t in PATIENT_COUNTS}

@@ -76,9 +76,10 @@ async def test_computed_attributes_follow_new_instances(client, database):
     assert value(series, "00201209") == 3  # NumberOfSeriesRelatedInstances
 
 
-async def test_no_match_is_200_with_an_empty_array(client):
+async def test_no_match_is_204_without_a_body_ps3_18_8_3_4_4_1(client):
     response = await client.get("/studies", params={"PatientID": "nobody"})
-    assert (response.status_code, response.json()) == (200, [])
+    assert (response.status_code, response.content) == (204, b"")
+    assert "content-type" not in response.headers
 
 
 # --- includefield (PS3.18 8.3.4.3) ----------------------------------------------------------
