@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tessera.retrieve.bulkdata import until_sequence_delimiter
 from tessera.retrieve.metadata import absolute_bulkdata_uris
 from tessera.retrieve.negotiation import (
     COMPRESSED_MEDIA_TYPES,
@@ -16,6 +15,7 @@ from tessera.retrieve.negotiation import (
     compressed_media_type,
     metadata_media_type,
 )
+from tessera.retrieve.streaming import until_sequence_delimiter
 from tessera.shared.errors import NotAcceptable, TesseraError
 from tessera.shared.mediatypes import parse_accept
 from tessera.shared.transcode import (

@@ -18,7 +18,11 @@ The part's ``transfer-syntax`` says how the bytes are encoded: the stored (compr
 Transfer Syntax for encapsulated Pixel Data, Explicit VR Big Endian for values of an
 object stored in it, and otherwise Explicit VR Little Endian (a value's bytes are the same
 in Implicit and Explicit VR Little Endian, and in the inflated Deflated syntax).
-No conversion is done here.
+
+Compressed Pixel Data is sent as stored when ``transfer-syntax=*`` (or its own) is asked,
+in a part labelled with its Table 8.7.3-5 media type (``image/jpeg``...); asked as plain
+``application/octet-stream`` (no ``transfer-syntax``: Explicit VR Little Endian, PS3.18
+8.7.3.3.2) it is decoded, frame after frame, by transcode (:func:`decoded_pixel_data`).
 
 Range (RFC 9110 14; :mod:`.ranges`). PS3.18 (2016b 6.5.5.2.1, Bulk Data Response): "If
 the Range header is specified in the request, the server shall return only the specified
@@ -52,7 +56,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
-import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -67,10 +70,11 @@ from starlette.routing import Route
 
 from tessera.retrieve.caching import cache_headers, entity_tag, matches, not_modified
 from tessera.retrieve.context import Context, context
+from tessera.retrieve.frames import FrameSource, open_frame, part_type
 from tessera.retrieve.negotiation import PartNegotiation
 from tessera.retrieve.queries import StoredInstance, stored_instances, target_of
 from tessera.retrieve.ranges import ByteRange, NotSatisfiable, requested_ranges
-from tessera.retrieve.streaming import OpenedPart, PartPipeline, open_part
+from tessera.retrieve.streaming import OpenedPart, PartPipeline, open_part, until_sequence_delimiter
 from tessera.shared.accept import accept_ranges
 from tessera.shared.auth.internal import principal_of
 from tessera.shared.dicomjson import parse_tag_path, quiet_pydicom, resolve_tag_path
@@ -132,10 +136,21 @@ async def retrieve_bulkdata(request: Request) -> Response:
         raise negotiation.not_acceptable((), noun="bulk data value")
     (inst,) = await stored_instances(ctx.pool, target, principal_of(request).labels)
     stored_ts = value_transfer_syntax(inst, tag_path)
-    ts = negotiation.choose(stored_ts, lambda _stored, _wanted: False)
+    pixel = inst.pixel_data
+    encapsulated = bool(pixel and pixel.get("encapsulated")) and tag_path == f"{PIXEL_DATA:08X}"
+    source = FrameSource.of(inst) if encapsulated else None
+
+    def decodable(_stored: str, wanted: str) -> bool:  # compressed Pixel Data only
+        return (
+            source is not None
+            and wanted == EXPLICIT_VR_LITTLE_ENDIAN
+            and source.convertible(_stored, wanted)
+        )
+
+    ts = negotiation.choose(stored_ts, decodable)
     if ts is None:
         raise negotiation.not_acceptable([stored_ts], noun="bulk data value")
-    content_type = f"{PART_TYPE}; transfer-syntax={ts}"
+    content_type = f"{part_type(PART_TYPE, ts)}; transfer-syntax={ts}"
     location = ctx.base_url(request) + f"{target.path}/bulk/{tag_path}"
     etag = bulk_entity_tag(inst, tag_path, ts, location)
     headers = cache_headers(ctx.settings, target, etag)
@@ -143,7 +158,8 @@ async def retrieve_bulkdata(request: Request) -> Response:
         return not_modified(headers)
     boundary = boundary_of(etag)
     media_type = multipart_content_type(PART_TYPE, boundary)
-    pixel = inst.pixel_data
+    if source is not None and ts != stored_ts:
+        return await decoded_pixel_data(ctx, source, content_type, location, media_type, headers)
     value: bytes | None = None
     if (
         tag != PIXEL_DATA
@@ -212,6 +228,44 @@ async def retrieve_bulkdata(request: Request) -> Response:
     return pipeline.response(media_type, boundary, status_code=status, headers=headers)
 
 
+async def decoded_pixel_data(
+    ctx: Context,
+    source: FrameSource,
+    content_type: str,
+    location: str,
+    media_type: str,
+    headers: dict[str, str],
+) -> Response:
+    """Compressed Pixel Data asked as uncompressed bytes (PS3.18 8.7.3.3.2: an
+    ``application/octet-stream`` without ``transfer-syntax`` is Explicit VR Little
+    Endian): the value of the decoded Pixel Data, its frames decoded one after the other
+    by transcode and sent in one part. The first frame is decoded before the status, so
+    data transcode cannot decode is a 406, not a cut answer; no byte ranges (the length
+    is not known before the last frame)."""
+    boundary = media_type.rsplit("boundary=", 1)[1]
+    first = await open_frame(ctx, source, 1, EXPLICIT_VR_LITTLE_ENDIAN, content_type=content_type)
+
+    async def frames() -> AsyncIterator[bytes]:
+        opened: OpenedPart | None = first
+        try:
+            for n in range(1, source.count + 1):
+                if opened is None:
+                    opened = await open_frame(
+                        ctx, source, n, EXPLICIT_VR_LITTLE_ENDIAN, content_type=content_type
+                    )
+                async for chunk in opened:
+                    yield chunk
+                await opened.aclose()
+                opened = None
+        finally:
+            if opened is not None:
+                await opened.aclose()
+
+    headers["Accept-Ranges"] = "none"
+    part = PartOut(content_type, frames(), location)
+    return StreamingResponse(write_parts([part], boundary), headers=headers, media_type=media_type)
+
+
 async def _open_encapsulated(
     ctx: Context, inst: StoredInstance, content_type: str, location: str
 ) -> OpenedPart:
@@ -228,53 +282,6 @@ async def _open_encapsulated(
         )
     except ObjectNotFound:
         raise TesseraError(f"the stored object {inst.storage_key} is missing") from None
-
-
-async def until_sequence_delimiter(
-    chunks: AsyncIterator[bytes], *, values_only: bool = False
-) -> AsyncIterator[bytes]:
-    """The items of an undefined-length value (PS3.5 7.5.2, A.4), streamed from its first
-    item tag up to, not including, the Sequence Delimitation Item (FFFE,E0DD).
-
-    Only item headers are parsed; fragment bytes pass through. Encapsulated syntaxes are
-    all little endian. With ``values_only`` the item headers are dropped too and the
-    stream may end after any whole item (a frame's fragments, read as one range).
-    """
-    header = bytearray()
-    remaining = 0  # bytes of the current item's value still to pass
-    try:
-        async for chunk in chunks:
-            pos, size = 0, len(chunk)
-            while pos < size:
-                if remaining:
-                    take = min(remaining, size - pos)
-                    yield chunk if take == size else chunk[pos : pos + take]
-                    pos, remaining = pos + take, remaining - take
-                    continue
-                need = 8 - len(header)
-                header += chunk[pos : pos + need]
-                pos += min(need, size - pos)
-                if len(header) < 8:
-                    break
-                group, element, length = struct.unpack("<HHL", header)
-                if (group, element) == (0xFFFE, 0xE0DD):
-                    return
-                if (group, element) != (0xFFFE, 0xE000) or length == 0xFFFFFFFF:
-                    raise TesseraError(
-                        f"malformed encapsulated value: ({group:04X},{element:04X}) where an"
-                        " item was expected"
-                    )
-                if not values_only:
-                    yield bytes(header)
-                header.clear()
-                remaining = length
-        if values_only and not header and not remaining:
-            return
-        raise TesseraError("encapsulated value without a Sequence Delimitation Item")
-    finally:
-        aclose = getattr(chunks, "aclose", None)
-        if aclose is not None:
-            await aclose()
 
 
 async def _read_value(ctx: Context, inst: StoredInstance, tag_path: str) -> bytes:

@@ -10,9 +10,9 @@ answer is ``multipart/related; type=<part type>``, one part per frame:
 * encapsulated pixel data (Table 8.7.3-5): the frame's compressed bitstream, its
   fragments' values without item headers, as ``image/jpeg``, ``image/dicom-rle``,
   ``image/jls``, ``image/jp2``, ``image/jpx``, ``image/jphc`` with the stored
-  ``transfer-syntax`` — or ``application/octet-stream; transfer-syntax=<stored>`` when
-  that is the type the client named (OHIF:
-  ``multipart/related; type=application/octet-stream; transfer-syntax=*``).
+  ``transfer-syntax``, also when the client named ``application/octet-stream`` (OHIF:
+  ``multipart/related; type=application/octet-stream; transfer-syntax=*``): the part is
+  labelled with its own type, the multipart ``type`` stays the one asked.
 
 A frame sent as stored is one ranged read of the stored object at the offsets of the
 frame index (:mod:`tessera.shared.frameindex`); the object is never read whole, nor
@@ -36,12 +36,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tessera.retrieve.bulkdata import until_sequence_delimiter
 from tessera.retrieve.caching import cache_headers, entity_tag, matches, not_modified
 from tessera.retrieve.context import Context, context
-from tessera.retrieve.negotiation import COMPRESSED_MEDIA_TYPES, PartNegotiation
+from tessera.retrieve.negotiation import (
+    COMPRESSED_MEDIA_TYPES,
+    PartNegotiation,
+    compressed_media_type,
+)
 from tessera.retrieve.queries import StoredInstance, stored_instances, target_of
-from tessera.retrieve.streaming import DEFAULT_WINDOW, OpenedPart, PartPipeline, open_part
+from tessera.retrieve.streaming import (
+    DEFAULT_WINDOW,
+    OpenedPart,
+    PartPipeline,
+    open_part,
+    until_sequence_delimiter,
+)
 from tessera.shared.accept import accept_ranges
 from tessera.shared.auth.internal import principal_of
 from tessera.shared.errors import BadRequest, NotFound, ObjectNotFound, TesseraError
@@ -144,7 +153,7 @@ async def retrieve_frames(request: Request) -> Response:
     headers = cache_headers(ctx.settings, target, etag)
     if matches(request, etag):
         return not_modified(headers)
-    content_type = f"{media_type}; transfer-syntax={ts}"
+    content_type = f"{part_type(media_type, ts)}; transfer-syntax={ts}"
 
     async def open_one(n: int) -> OpenedPart:
         return await open_frame(
@@ -161,6 +170,15 @@ async def retrieve_frames(request: Request) -> Response:
     response = pipeline.response(multipart_content_type(media_type, boundary), boundary)
     response.headers.update(headers)
     return response
+
+
+def part_type(asked: str, transfer_syntax: str) -> str:
+    """The media type a frame's part is labelled with: a compressed frame always carries
+    its own (Table 8.7.3-5: ``image/dicom-rle``, ``image/jpeg``...), also when the client
+    asked ``type=application/octet-stream; transfer-syntax=*`` (as OHIF does): the bytes
+    are not uncompressed pixels, which is what ``application/octet-stream`` names (8.7.3.3.2).
+    The multipart ``type`` stays the one asked."""
+    return compressed_media_type(transfer_syntax) or asked
 
 
 async def open_frame(ctx: Context, source: FrameSource, n: int, ts: str, **part: Any) -> OpenedPart:

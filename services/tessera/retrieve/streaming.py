@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from typing import Any, Generic, TypeVar
@@ -35,6 +36,7 @@ from starlette.background import BackgroundTask
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from tessera.shared.errors import TesseraError
 from tessera.shared.multipart import PartOut, write_parts
 from tessera.shared.storage import ObjectStore
 
@@ -248,3 +250,50 @@ class PartPipeline(Generic[T]):
             status_code=status_code,
             headers=headers,
         )
+
+
+async def until_sequence_delimiter(
+    chunks: AsyncIterator[bytes], *, values_only: bool = False
+) -> AsyncIterator[bytes]:
+    """The items of an undefined-length value (PS3.5 7.5.2, A.4), streamed from its first
+    item tag up to, not including, the Sequence Delimitation Item (FFFE,E0DD).
+
+    Only item headers are parsed; fragment bytes pass through. Encapsulated syntaxes are
+    all little endian. With ``values_only`` the item headers are dropped too and the
+    stream may end after any whole item (a frame's fragments, read as one range).
+    """
+    header = bytearray()
+    remaining = 0  # bytes of the current item's value still to pass
+    try:
+        async for chunk in chunks:
+            pos, size = 0, len(chunk)
+            while pos < size:
+                if remaining:
+                    take = min(remaining, size - pos)
+                    yield chunk if take == size else chunk[pos : pos + take]
+                    pos, remaining = pos + take, remaining - take
+                    continue
+                need = 8 - len(header)
+                header += chunk[pos : pos + need]
+                pos += min(need, size - pos)
+                if len(header) < 8:
+                    break
+                group, element, length = struct.unpack("<HHL", header)
+                if (group, element) == (0xFFFE, 0xE0DD):
+                    return
+                if (group, element) != (0xFFFE, 0xE000) or length == 0xFFFFFFFF:
+                    raise TesseraError(
+                        f"malformed encapsulated value: ({group:04X},{element:04X}) where an"
+                        " item was expected"
+                    )
+                if not values_only:
+                    yield bytes(header)
+                header.clear()
+                remaining = length
+        if values_only and not header and not remaining:
+            return
+        raise TesseraError("encapsulated value without a Sequence Delimitation Item")
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()

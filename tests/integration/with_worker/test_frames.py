@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from pydicom.encaps import generate_frames
 
+from tessera.retrieve.negotiation import compressed_media_type
 from tessera.shared.dicomfile import parse_instance
 from tessera.shared.errors import InvalidInstance
 from tessera.shared.frameindex import frame_range
@@ -84,8 +85,10 @@ async def test_corpus_frames(retrieve, path):
     last = frame_count(ds)
     for k in sorted({1, last}):
         content_type, body = await get_frame(client, f"{stored.url}/frames/{k}", OHIF)
-        assert content_type.startswith("application/octet-stream; transfer-syntax=")
         ts = transfer_syntax_of(content_type)
+        # a compressed frame is labelled with its own type (PS3.18 Table 8.7.3-5)
+        own = compressed_media_type(ts) or "application/octet-stream"
+        assert content_type == f"{own}; transfer-syntax={ts}"
         if stored.ts == DEFLATED:  # no range in a deflated stream: decoded by transcode
             assert (ts, body) == (EVRLE, decoded(ds, k))
         elif ts == stored.ts and not ds.file_meta.TransferSyntaxUID.is_encapsulated:
@@ -134,7 +137,8 @@ async def test_accept_forms_for_a_jpeg_frame(retrieve):
         assert r.status_code == 200, (accept, r.text)
         assert r.headers["content-type"].startswith(f'multipart/related; type="{part_type}"')
         ((h, body),) = await parts(r)
-        assert h["content-type"] == f"{part_type}; transfer-syntax={jpeg.ts}"
+        # the part is labelled with its own type (Table 8.7.3-5) whatever the multipart type
+        assert h["content-type"] == f"image/jpeg; transfer-syntax={jpeg.ts}"
         assert h["content-location"] == f"http://testserver/dicom-web{jpeg.url}/frames/1"
         assert [body] == expected
 
@@ -232,3 +236,27 @@ async def test_a_decoded_frame_reads_the_attributes_and_that_frame_only(
     assert where is not None
     assert read_bytes == pixel["offset"] + where.length  # attributes + that frame
     assert read_bytes < len(stored.data) * 1.1 / frame_count(read(path))
+
+
+@pytest.mark.parametrize(
+    "path", [CINE, LENA, CORPUS / "TransferSyntaxes/1.2.840.10008.1.2.5.dcm"], ids=lambda p: p.name
+)
+async def test_compressed_pixel_data_asked_as_octet_stream_is_decoded_ps3_18_8_7_3_3(
+    retrieve, path
+):
+    """Bulk data of compressed Pixel Data without ``transfer-syntax``: the decoded value
+    (Explicit VR Little Endian), the frames' decoded bytes one after the other; with
+    ``transfer-syntax=*`` the stored items, labelled with their own media type."""
+    app, client = retrieve
+    (stored,) = await store_files(app, [path])
+    ds = read(path)
+    url = f"{stored.url}/bulk/7FE00010"
+    r = await client.get(url, headers={"Accept": OCTET})
+    assert r.status_code == 200, r.text
+    assert r.headers["accept-ranges"] == "none"
+    ((h, body),) = await parts(r)
+    assert h["content-type"] == f"application/octet-stream; transfer-syntax={EVRLE}"
+    assert body == b"".join(decoded(ds, k) for k in range(1, frame_count(ds) + 1))
+    r = await client.get(url, headers={"Accept": OCTET + "; transfer-syntax=*"})
+    ((h, _),) = await parts(r)
+    assert h["content-type"] == (f"{compressed_media_type(stored.ts)}; transfer-syntax={stored.ts}")
