@@ -43,7 +43,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from tessera.router import study_labels, viewer
+from tessera.router import capabilities, study_labels, viewer
 from tessera.router.auth import apikeys_api, audit
 from tessera.router.auth.middleware import RouterAuth, admin_only, requires
 from tessera.router.auth.security import Security, database_of
@@ -53,7 +53,9 @@ from tessera.router.qido_fanout import QidoFanOut
 from tessera.router.rebalance import api as rebalance_api
 from tessera.router.registry import Registry, RegistryWatcher
 from tessera.router.shards import Service, Shard, ShardMap
+from tessera.router.stow_metadata import with_metadata_form
 from tessera.router.stow_split import LOCKED_RETRY_AFTER, StowSplit
+from tessera.router.xml_answers import Form, is_metadata, xml_capable
 from tessera.shared import dimse_api
 from tessera.shared.auth import Permission
 from tessera.shared.auth.internal import httpx_auth, principal_of
@@ -239,7 +241,7 @@ class Router:
             return await self.clients.fanout.search(request, level, shards)
 
         endpoint.__name__ = f"search_for_{level.label}"
-        return endpoint
+        return xml_capable(endpoint, Form.DATASETS)
 
     async def _store(self, request: Request) -> Response:
         """STOW-RS to /studies: through to the one shard, or split by study."""
@@ -265,24 +267,31 @@ class Router:
             f"{study}/series/{{series}}",
             f"{study}/series/{{series}}/instances/{{instance}}",
         )
+        # XML answers (PS3.18 8.7.4) are rendered here from the shards' DICOM JSON
+        # STOW-RS of metadata + bulk data (PS3.18 10.5.1.1.2) becomes PS3.10 instances here
+        stow = xml_capable(with_metadata_form(self._store, self.settings), Form.DOCUMENT)
+        stow_study = xml_capable(
+            with_metadata_form(self._to(Service.INGEST), self.settings), Form.DOCUMENT
+        )
+        in_study = xml_capable(self._to(Service.INDEX), Form.DATASETS)
+        retrieve = xml_capable(self._to(Service.RETRIEVE), Form.DATASETS, when=is_metadata)
         return [
-            Route(f"{p}/studies", write(self._store), methods=["POST"]),
+            Route(f"{p}/studies", write(stow), methods=["POST"]),
             Route(f"{p}/studies", read(self._search(Level.STUDY)), methods=get),
             Route(f"{p}/series", read(self._search(Level.SERIES)), methods=get),
             Route(f"{p}/instances", read(self._search(Level.INSTANCE)), methods=get),
-            Route(study, write(self._to(Service.INGEST)), methods=["POST"]),
-            Route(f"{study}/series", read(self._to(Service.INDEX)), methods=get),
-            Route(f"{study}/instances", read(self._to(Service.INDEX)), methods=get),
-            Route(
-                f"{study}/series/{{series}}/instances", read(self._to(Service.INDEX)), methods=get
-            ),
+            Route(study, write(stow_study), methods=["POST"]),
+            Route(f"{study}/series", read(in_study), methods=get),
+            Route(f"{study}/instances", read(in_study), methods=get),
+            Route(f"{study}/series/{{series}}/instances", read(in_study), methods=get),
             Route(study, read(self._to(Service.RETRIEVE)), methods=get),
-            Route(f"{study}/{{rest:path}}", read(self._to(Service.RETRIEVE)), methods=get),
+            Route(f"{study}/{{rest:path}}", read(retrieve), methods=get),
             Route(f"{p}/wado", read(self._to(Service.RETRIEVE)), methods=get),
             *ChangeFeed(lambda: self.shards, self.internal_http).routes(p, read),
             Route(study, delete, methods=["DELETE"]),
             Route(series, delete, methods=["DELETE"]),
             Route(instance, delete, methods=["DELETE"]),
+            *capabilities.routes(p),  # OPTIONS on the service root (PS3.18 8.9): open
         ]
 
     async def studies_of_patient(self, patient_id: str) -> list[str]:

@@ -78,6 +78,12 @@ class UnsupportedMediaType(TesseraError):
     status_code = 415
 
 
+class BadGateway(TesseraError):
+    """An upstream service answered something this one cannot use."""
+
+    status_code = 502
+
+
 class ServiceUnavailable(TesseraError):
     status_code = 503
 

@@ -14,8 +14,10 @@ DICOM = "application/dicom"
 
 
 def check_content_type(value: str) -> None:
-    """PS3.18 10.5.1.1: multipart/related with type application/dicom (the JSON/XML
-    metadata + bulk data forms of STOW are not supported yet → 415)."""
+    """PS3.18 10.5.1.1: multipart/related with type application/dicom. The metadata +
+    bulk data forms (``type="application/dicom+json"`` / ``+xml``) are turned into
+    instances by the router before they reach a shard (:mod:`tessera.router.stow_metadata`);
+    a shard's ingest answers 415 to them."""
     if not value:
         raise UnsupportedMediaType("Content-Type is missing; send multipart/related")
     mt = parse_media_type(value)

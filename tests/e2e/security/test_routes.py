@@ -34,6 +34,9 @@ OPEN = {
     "/readyz": "readiness probe: names dependencies, no data",
     "/viewer": "the viewer's static files (the login happens in the browser)",
     "/viewer/{path:path}": "the same, when no viewer is installed (a page saying how)",
+    # OPTIONS on the service root: open like every OPTIONS (CORS preflight)
+    "/dicom-web": "the Capabilities Description (PS3.18 8.9): the API's shape, no data",
+    "/dicom-web/": "the same, at the root with its slash",
 }
 METRICS = "/metrics"  # behind METRICS_TOKEN here (metrics_token), open by default
 HOLDER = {
