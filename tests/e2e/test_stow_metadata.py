@@ -164,3 +164,30 @@ async def test_data_sets_without_an_instance_fail_alone_with_0xc000(client) -> N
     )
     r = await client.post("/studies", content=body, headers={"Content-Type": ctype})
     assert r.status_code == 400, r.text
+
+
+async def test_metadata_stow_and_xml_searches_over_three_shards(federation) -> None:
+    """The router converts before it splits by study: studies land on their shards and
+    an XML search over all of them finds each one."""
+    studies = [generate_uid() for _ in range(4)]
+    parts, docs = [], []
+    for n, study in enumerate(studies):
+        data = make_instance(study, generate_uid(), generate_uid(), patient_id="META-3")
+        doc, pixels = metadata_and_bulk(data, f"https://client.example/{n}")
+        docs.append(doc)
+        uri = doc["7FE00010"]["BulkDataURI"]
+        parts.append(
+            ({"Content-Type": "application/octet-stream", "Content-Location": uri}, pixels)
+        )
+    metadata = ({"Content-Type": "application/dicom+json"}, json.dumps(docs).encode())
+    body, ctype = body_of([metadata, *parts], "application/dicom+json")
+    async with httpx.AsyncClient(base_url=federation.base_url, timeout=60) as client:
+        r = await client.post("/studies", content=body, headers={"Content-Type": ctype})
+        assert r.status_code == 200, r.text
+        assert len(r.json()["00081199"]["Value"]) == 4
+        r = await client.get(
+            "/studies", params={"PatientID": "META-3"}, headers={"Accept": "application/dicom+xml"}
+        )
+        assert r.status_code == 200, r.text
+        found = [p for _, p in split_multipart(r.content, r.headers["content-type"])]
+        assert sorted(s for s in studies if any(s.encode() in p for p in found)) == sorted(studies)
