@@ -1,5 +1,6 @@
-"""The gateway's HTTP side: ``/healthz``, ``/readyz``, ``/metrics``, and the AE registry
-and SCU API the router forwards (:mod:`tessera.shared.dimse_api`); like a shard
+"""The gateway's HTTP side: ``/healthz``, ``/readyz``, ``/metrics``, and the AE registry,
+SCU API and DICOMweb peers API the router forwards (:mod:`tessera.shared.dimse_api`,
+:mod:`tessera.dimse.peers`); like a shard
 service, it answers only the router's internal credential (admin requests).
 
 The lifespan opens the database, the registry, the archive client and the jobs, then
@@ -27,6 +28,9 @@ from tessera.dimse.archive import Archive, Refused, router_url
 from tessera.dimse.context import Gateway
 from tessera.dimse.jobs import Jobs
 from tessera.dimse.nodes import DicomNode, NodeRegistry, check_ae_title
+from tessera.dimse.peers import api as peers_api
+from tessera.dimse.peers.jobs import PeerJobs
+from tessera.dimse.peers.registry import PeerRegistry
 from tessera.shared.auth import Permission
 from tessera.shared.auth.internal import principal_of
 from tessera.shared.db.migrate import apply_migrations
@@ -55,6 +59,8 @@ class GatewayApp:
         self.pool: asyncpg.Pool | None = None
         self.gateway: Gateway | None = None
         self.jobs: Jobs | None = None
+        self.peers: PeerRegistry | None = None
+        self.peer_jobs: PeerJobs | None = None
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -67,9 +73,12 @@ class GatewayApp:
         archive = Archive(self.settings)
         self.gateway = Gateway(self.settings, nodes, archive)
         self.jobs = Jobs(self.pool, self.gateway)
+        self.peers = PeerRegistry(self.pool)
+        self.peer_jobs = PeerJobs(self.pool, self.peers, archive, self.settings.dimse_job_stale)
         ae = server.build_ae(self.gateway)
         listeners = server.start(self.gateway, ae)
         await self.jobs.start()
+        await self.peer_jobs.start()
         where = f"{self.gateway.ae_title}@{self.settings.host}:{self.settings.dimse_port}"
         log.info("DIMSE gateway %s (TLS port %s)", where, self.settings.dimse_tls_port or "none")
         try:
@@ -78,6 +87,7 @@ class GatewayApp:
             for listener in listeners:
                 await asyncio.to_thread(listener.shutdown)
             self.jobs.close()
+            self.peer_jobs.close()
             await nodes.close()
             archive.close()
             await self.pool.close()
@@ -125,7 +135,13 @@ class GatewayApp:
             Route(node + "/store", self.job("store"), methods=["POST"]),
             Route(JOBS, self.list_jobs, methods=["GET"]),
             Route(JOBS + "/{id}", self.get_job, methods=["GET"]),
+            *peers_api.routes(self._peers),
         ]
+
+    def _peers(self) -> tuple[PeerRegistry, PeerJobs]:
+        if self.peers is None or self.peer_jobs is None:
+            raise ServiceUnavailable("the gateway is starting", retry_after=1)
+        return self.peers, self.peer_jobs
 
     def _node(self, request: Request) -> DicomNode:
         _admin(request)

@@ -167,6 +167,17 @@ class Archive:
             path.unlink(missing_ok=True)
             raise
 
+    # -- DELETE ----------------------------------------------------------------------------
+    def delete(self, ref: tuple[str, str, str], principal: Principal) -> None:
+        """Delete one instance (the router's DELETE); one already gone is no error."""
+        url = "{}/studies/{}/series/{}/instances/{}".format(self.base, *ref)
+        try:
+            r = self.client.delete(url, headers=self._headers(principal, "application/json"))
+        except httpx.HTTPError as e:
+            raise Unavailable(f"the archive did not answer: {type(e).__name__}") from None
+        if r.status_code not in (204, 404):
+            _raise_for(r)
+
 
 def _raise_for(r: httpx.Response) -> None:
     if r.status_code < 400:

@@ -285,9 +285,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tessera.importer.cli import main as store
 
         return store(argv[1:])
+    if argv[:1] == ["peers"]:  # DICOMweb peers and their jobs, a client of the admin API
+        from tessera.importer.peers_cli import main as peers
+
+        return peers(argv[1:])
     parser = argparse.ArgumentParser(prog="tessera", description="Tessera DICOMweb archive")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("store", help="store DICOM files from disk in an archive (--help)")
+    commands.add_parser("peers", help="DICOMweb peers: pull, push, mirror (--help)")
     run_cmd = commands.add_parser(
         "run", help="run the whole archive on this machine (what `make run` does)"
     )

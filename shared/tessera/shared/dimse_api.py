@@ -1,4 +1,4 @@
-"""The DIMSE gateway's HTTP API, as the router forwards it (README "DIMSE").
+"""The gateway's HTTP API, as the router forwards it (README "DIMSE", "Peers").
 
 The gateway owns its AE registry and its SCU jobs; the router authenticates the caller
 (the admin permission), audits the request, and forwards these paths unchanged to
@@ -16,8 +16,32 @@ The gateway owns its AE registry and its SCU jobs; the router authenticates the 
     POST   /admin/dicom-nodes/{aet}/store       C-STORE studies of Tessera to it: a job
     GET    /admin/dimse-jobs                    the jobs, newest first
     GET    /admin/dimse-jobs/{id}               one job and its progress
+
+The gateway also holds the DICOMweb peers (remote archives reached over HTTPS) and
+their transfer jobs:
+
+    GET    /admin/peers                         every peer (secrets masked)
+    PUT    /admin/peers/{name}                  register or change one: {"url", "kind":
+                                                "dicomweb"|"tessera", "auth": {"type":
+                                                "none"|"bearer"|"basic"|
+                                                "client_credentials", ...}, "caCert",
+                                                "verifyTls", "description"}
+    GET    /admin/peers/{name}
+    DELETE /admin/peers/{name}
+    POST   /admin/peers/{name}/check            reach it (a search there)
+    POST   /admin/peers/{name}/pull             from it into Tessera: {"studies": [...]} |
+                                                {"series": [...]} | {"instances": [...]} |
+                                                {"query": {...}}, "verify": bool; a job
+    POST   /admin/peers/{name}/push             from Tessera to it: {"studies"|"query"}
+    POST   /admin/peers/{name}/mirror           follow it: {"from": "now", "since",
+                                                "interval"}; runs until cancelled
+    GET    /admin/peer-jobs                     the jobs, newest first
+    GET    /admin/peer-jobs/{id}                one job: state and progress
+    DELETE /admin/peer-jobs/{id}                cancel it
 """
 
 NODES = "/admin/dicom-nodes"
 JOBS = "/admin/dimse-jobs"
-PREFIXES = (NODES, JOBS)
+PEERS = "/admin/peers"
+PEER_JOBS = "/admin/peer-jobs"
+PREFIXES = (NODES, JOBS, PEERS, PEER_JOBS)
