@@ -49,7 +49,10 @@ class Load:
         self.retried = 0  # STOWs answered 503 (study locked for a moment), then re-sent
         self.longest_locked = 0.0  # seconds from a STOW's first 503 to its success
         self.reads = 0
+        self.deleted: dict[str, str] = {}  # SOPInstanceUID -> study, by deleter()
+        self.events: list[dict] = []  # the change feed, as feed() read it
         self.running = True
+        self.feeding = True
         self.rng = random.Random(6)
 
     async def store(self, study: str, series: str, n: int = 1, size: int = 64) -> None:
@@ -90,6 +93,45 @@ class Load:
                 study = self.rng.choice(list(self.studies))
                 await self.store(study, self.rng.choice(self.studies[study]))
 
+    async def deleter(self) -> None:
+        """Stores a study of its own now and then and deletes it (again after 503, when a
+        transition would move it)."""
+        while self.running:
+            study, series = generate_uid(), generate_uid()
+            files = [make_instance(study=study, series=series, size=32)]
+            body, ctype = multipart(files)
+            r = await self.client.post("/studies", content=body, headers={"Content-Type": ctype})
+            if r.status_code != 200:
+                self.write_failures.append(f"STOW {study}: {r.status_code}")
+                continue
+            sop = r.json()["00081199"]["Value"][0]["00081155"]["Value"][0]
+            for _ in range(100):
+                r = await self.client.delete(f"/studies/{study}")
+                if r.status_code != 503:
+                    break
+                await asyncio.sleep(0.2)
+            if r.status_code != 204:
+                self.write_failures.append(f"DELETE {study}: {r.status_code} {r.text[:100]}")
+            else:
+                self.deleted[sop] = study
+            await asyncio.sleep(0.3)
+
+    async def feed(self, cursor: str) -> None:
+        """Reads the change feed in pages of 7 all along, and to its end afterwards."""
+        while True:
+            r = await self.client.get("/changefeed", params={"cursor": cursor, "limit": "7"})
+            if r.status_code != 200:
+                self.read_failures.append(f"feed: {r.status_code} {r.text[:100]}")
+                await asyncio.sleep(0.5)
+                continue
+            page = r.json()
+            self.events += page["events"]
+            cursor = page["cursor"]
+            if not self.feeding and not page["more"]:
+                return
+            if not page["events"]:
+                await asyncio.sleep(0.2)
+
     async def reader(self) -> None:
         while self.running:
             sop = self.rng.choice(list(self.stored))
@@ -125,9 +167,13 @@ async def test_add_a_fourth_shard_under_load(federation: Federation) -> None:
             registry_poll=fed.router.settings.registry_poll,  # type: ignore[union-attr]
             rebalance_concurrency=8,
         )
-        tasks = [asyncio.create_task(load.writer())] + [
-            asyncio.create_task(load.reader()) for _ in range(2)
-        ]
+        start = (await client.get("/changefeed/latest")).json()["cursor"]
+        seeded = set(load.stored)  # stored before the feed's start
+        feed = asyncio.create_task(load.feed(start))
+        tasks = [
+            asyncio.create_task(load.writer()),
+            asyncio.create_task(load.deleter()),
+        ] + [asyncio.create_task(load.reader()) for _ in range(2)]
         try:
             await asyncio.sleep(1.0)
             job_id = await start_add(
@@ -141,6 +187,8 @@ async def test_add_a_fourth_shard_under_load(federation: Federation) -> None:
         finally:
             load.running = False
             await asyncio.gather(*tasks)
+            load.feeding = False  # what was written is committed: read to the end
+            await feed
         (row,) = await job_rows(registry, job_id)
         p = progress(row)
         print(
@@ -172,6 +220,7 @@ async def test_add_a_fourth_shard_under_load(federation: Federation) -> None:
             assert (where, got) == (study, sha), sop
             assert shard == smap.owner(study), sop
         assert any(shard == "shard-3" for shard, _, _ in found.values())
+        check_feed(load, found, seeded)
         # all retrievable through the router, study by study
         for study in {s for s, _, _ in load.stored.values()}:
             r = await client.get(f"/studies/{study}", headers={"Accept": ANY_TS})
@@ -181,3 +230,33 @@ async def test_add_a_fourth_shard_under_load(federation: Federation) -> None:
                 for h, d in split_multipart(r.content, r.headers["content-type"])
             }
             assert got == {s: sha for s, (st, _, sha) in load.stored.items() if st == study}
+
+
+def check_feed(load: Load, found: dict[str, tuple[str, str, str]], seeded: set[str]) -> None:
+    """The change feed read in small pages during the load, the deletes and the move:
+    every event once, each shard's in order; each stored instance created once and, if
+    its study moved, a "move" to the shard it is on now, never a delete; each deleted
+    one created then deleted (issue 13)."""
+    seen = [(e["shard"], e["seq"]) for e in load.events]
+    assert len(seen) == len(set(seen)), "an event came twice"
+    last: dict[str, int] = {}
+    for shard, seq in seen:
+        assert seq > last.get(shard, 0), f"{shard} out of order at {seq}"
+        last[shard] = seq
+    actions: dict[str, list[tuple[str, str]]] = {}
+    for e in load.events:
+        actions.setdefault(e["instance"], []).append((e["action"], e["shard"]))
+    for sop in set(load.stored) - seeded:
+        kinds = [a for a, _ in actions[sop]]
+        assert kinds[0] == "create" and kinds.count("create") == 1, (sop, kinds)
+        assert "delete" not in kinds, (sop, kinds)
+        if "move" in kinds:
+            assert actions[sop][-1] == ("move", found[sop][0]), (sop, actions[sop])
+    moved = [sop for sop, a in actions.items() if ("move", "shard-3") in a]
+    assert moved, "no move event"
+    for sop in seeded:  # a move, if their study moved, and nothing else
+        expected = [("move", "shard-3")] if found[sop][0] == "shard-3" else []
+        assert actions.get(sop, []) == expected, (sop, actions.get(sop))
+    for sop in load.deleted:
+        assert [a for a, _ in actions[sop]] == ["create", "delete"], (sop, actions[sop])
+    assert not set(load.deleted) & set(found)

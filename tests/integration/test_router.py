@@ -381,6 +381,7 @@ async def test_request_headers_are_forwarded_and_x_forwarded_set(cluster: Cluste
         "Forwarded": "host=evil.example;proto=https",
         "X-Forwarded-Host": "evil.example",
         "X-Forwarded-For": "10.1.2.3",
+        "X-Tessera-Move": "shard-9",  # only the rebalance marks a move (change feed)
     }
     async with cluster.client() as client:
         r = await client.get(f"/studies/{STUDY}/series/{SERIES}", headers=headers)
@@ -395,6 +396,7 @@ async def test_request_headers_are_forwarded_and_x_forwarded_set(cluster: Cluste
     assert seen.header("x-forwarded-prefix") == [PREFIX]
     assert seen.header("x-forwarded-for") == ["10.1.2.3"]
     assert seen.header("x-hop") == []
+    assert seen.header("x-tessera-move") == []
     assert seen.header("forwarded") == []
     assert seen.header("host") != ["pacs.example.org:8443"]
 

@@ -60,7 +60,7 @@ from starlette.routing import Route
 from tessera.index.sweeper import remove_unreferenced
 from tessera.index.writer import refresh_counts
 from tessera.shared.auth.internal import principal_of
-from tessera.shared.changefeed import FEED_LOCK
+from tessera.shared.changefeed import FEED_LOCK, MOVE_OUT, is_move
 from tessera.shared.errors import BadRequest, NotFound, TesseraError
 from tessera.shared.index_internal import (
     INSTANCES_PATH,
@@ -129,14 +129,17 @@ async def _locked_study(
     return row
 
 
-async def _feed_deletes(conn: asyncpg.Connection, study: str, gone: list[StoredInstance]) -> None:
+async def _feed_deletes(
+    conn: asyncpg.Connection, study: str, gone: list[StoredInstance], action: str = "delete"
+) -> None:
     await conn.execute(
         """INSERT INTO change_feed (action, study_instance_uid, series_instance_uid,
                sop_instance_uid)
-           SELECT 'delete', $1, s, i FROM unnest($2::text[], $3::text[]) AS u(s, i)""",
+           SELECT $4, $1, s, i FROM unnest($2::text[], $3::text[]) AS u(s, i)""",
         study,
         [i.series_instance_uid for i in gone],
         [i.sop_instance_uid for i in gone],
+        action,
     )
 
 
@@ -157,10 +160,12 @@ async def delete_study_rows(
     study: str,
     if_digest: str | None = None,
     labels: frozenset[str] | None = None,
+    moved: bool = False,
 ) -> DeletedStudy | None:
     """Delete the study's rows in one transaction; None if there is no such study (or
     ``labels`` do not see it). With ``if_digest``, raise :class:`PreconditionFailed`
-    unless the study's digest is it."""
+    unless the study's digest is it. ``moved``: a rebalance's delete of the copy it
+    moved ("move-out" in the change feed)."""
     async with conn.transaction():
         row = await _locked_study(conn, study, labels)
         if row is None:
@@ -173,7 +178,7 @@ async def delete_study_rows(
                     f"study {study} holds other instances than If-Match says "
                     f"(digest {digest}); copy them, then delete again"
                 )
-        await _feed_deletes(conn, study, instances)
+        await _feed_deletes(conn, study, instances, MOVE_OUT if moved else "delete")
         await conn.execute(
             """DELETE FROM instance i USING series se
                 WHERE i.series_pk = se.pk AND se.study_pk = $1""",
@@ -277,7 +282,9 @@ async def delete_study(request: Request) -> Response:
     if_digest = _if_match(request)
     pool: asyncpg.Pool = request.app.state.pool
     async with pool.acquire() as conn:
-        deleted = await delete_study_rows(conn, study, if_digest, principal_of(request).labels)
+        deleted = await delete_study_rows(
+            conn, study, if_digest, principal_of(request).labels, moved=is_move(request)
+        )
     if deleted is None:
         raise NotFound(f"no study {study} on this shard")
     objects = await delete_objects(pool, *_store(request), deleted.instances)

@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 
-from tessera.shared.changefeed import FEED_LOCK
+from tessera.shared.changefeed import FEED_LOCK, MOVE_IN
 from tessera.shared.levels import Layout, instance_attrs, instance_number_int, text
 from tessera.shared.messages import IndexInstance, InstanceOutcome
 
@@ -145,7 +145,7 @@ async def _index_one(
              ON CONFLICT (sop_instance_uid) DO NOTHING RETURNING pk
            ), feed AS (
              INSERT INTO change_feed (action, study_instance_uid, series_instance_uid,
-               sop_instance_uid) SELECT 'create', $16, $17, $1 FROM ins
+               sop_instance_uid) SELECT $18, $16, $17, $1 FROM ins
            )
            SELECT pk FROM ins""",
         inst.sop_instance_uid,
@@ -153,6 +153,7 @@ async def _index_one(
         *_instance_values(inst, md),
         inst.study_instance_uid,
         inst.series_instance_uid,
+        MOVE_IN if inst.moved else "create",
     )
     if pk is None:  # another worker inserted it after our SELECT: judge against theirs
         return await _index_one(conn, inst, policy, touched)

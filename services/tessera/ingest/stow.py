@@ -30,6 +30,7 @@ from tessera.shared import metrics
 from tessera.shared.accept import requested_accept
 from tessera.shared.auth.internal import principal_of
 from tessera.shared.auth.labels import stored_labels
+from tessera.shared.changefeed import is_move
 from tessera.shared.dicomfile import ParsedInstance, parse_instance
 from tessera.shared.errors import (
     InvalidInstance,
@@ -95,6 +96,7 @@ class StoreInstances:
         labels, visible = stored_labels(
             principal_of(request), request.query_params.getlist("label")
         )
+        moved = is_move(request)  # a rebalance's copy: "move-in" in the change feed
 
         reply_to = reply_key(self.settings.shard, uuid.uuid4().hex)
         sent: dict[str, _Stored] = {}
@@ -111,7 +113,7 @@ class StoreInstances:
         try:
             async with aclosing(parts):
                 async for part in parts:
-                    await self._one(part, study_uid, reply_to, sent, failed, labels, visible)
+                    await self._one(part, study_uid, reply_to, sent, failed, labels, visible, moved)
         except MultipartError as e:
             if not sent and not failed:
                 raise
@@ -129,6 +131,7 @@ class StoreInstances:
         failed: list[_Failed],
         labels: tuple[str, ...] = (),
         visible: tuple[str, ...] | None = None,
+        moved: bool = False,
     ) -> None:
         if part.content_type is not None and part.content_type.essence != DICOM:
             failed.append(
@@ -202,6 +205,7 @@ class StoreInstances:
             pixel_data=parsed.pixel_data_json(),
             labels=labels,
             visible=visible,
+            moved=moved,
         )
         job = IndexJob(
             job_id=uuid.uuid4().hex,

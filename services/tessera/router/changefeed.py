@@ -5,7 +5,7 @@
     GET {prefix}/changefeed/latest
         {"cursor": "<the end of the feed>", "latest": {shard: seq}}
 
-Each event: ``action`` (``create``, ``replace``, ``delete``), ``study``, ``series``,
+Each event: ``action`` (``create``, ``replace``, ``delete``, ``move``), ``study``, ``series``,
 ``instance`` (the UIDs), ``at`` (commit time), ``shard`` and ``seq`` (its number on that
 shard). Events come in commit order per shard (:mod:`tessera.shared.changefeed`); the
 shards' events are interleaved by time. The cursor is opaque (the last ``seq`` read of
@@ -19,8 +19,12 @@ yet (long polling): the answer comes as soon as one is committed, so a follower 
 poll in a loop. A shard that does not answer is 503 + Retry-After: a page without it
 would let the cursor run past nothing, but a reader could not tell a gap from quiet.
 
-Not yet: webhooks; and a rebalance's move of a study shows as deletes on its source and
-creates on its target.
+A rebalance's move of a study shows as one ``move`` event per instance, on the shard it
+moved to, when the copy there commits; its delete from the old shard is not shown (the
+shards record them as ``move-in`` and ``move-out``, :mod:`tessera.shared.changefeed`).
+A follower that has the instance does nothing; one that has not fetches it.
+
+Not yet: webhooks.
 """
 
 from __future__ import annotations
@@ -38,7 +42,15 @@ from starlette.routing import Route
 
 from tessera.router.shards import Service, Shard, ShardMap
 from tessera.shared.auth.internal import FORWARD_KEY
-from tessera.shared.changefeed import FEED_PATH, MAX_LIMIT, decode_cursor, encode_cursor
+from tessera.shared.changefeed import (
+    FEED_PATH,
+    MAX_LIMIT,
+    MOVE,
+    MOVE_IN,
+    MOVE_OUT,
+    decode_cursor,
+    encode_cursor,
+)
 from tessera.shared.errors import BadRequest, ServiceUnavailable
 
 MAX_WAIT = 60.0
@@ -68,6 +80,14 @@ def merged(feeds: list[list[dict[str, Any]]], limit: int) -> list[dict[str, Any]
         out.append(feeds[i][heads[i]])
         heads[i] += 1
     return out
+
+
+def public(event: dict[str, Any]) -> dict[str, Any]:
+    """An event as readers see it: a rebalance's copy of an instance is a "move" to the
+    event's shard (its delete from the old shard is not shown)."""
+    if event["action"] == MOVE_IN:
+        return {**event, "action": MOVE}
+    return event
 
 
 class ChangeFeed:
@@ -120,9 +140,11 @@ class ChangeFeed:
         wait = min(float(_int(request, "timeout", 0, 0, int(MAX_WAIT))), MAX_WAIT)
         deadline = time.monotonic() + wait
         while True:
-            events, after, more = await self._page(request, positions, limit)
+            taken, after, more = await self._page(request, positions, limit)
+            events = [public(e) for e in taken if e["action"] != MOVE_OUT]
             if events or time.monotonic() >= deadline:
                 break
+            positions = after  # past what a move hid
             await asyncio.sleep(POLL)
         body = {"events": events, "cursor": encode_cursor(after), "more": more}
         return JSONResponse(body, headers={"Cache-Control": "no-store"})

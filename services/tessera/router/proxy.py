@@ -69,6 +69,7 @@ _NOT_UP = HOP_BY_HOP | {
     # (tessera.shared.auth.internal), minted by the auth middleware for this caller
     "authorization",
     "cookie",
+    "x-tessera-move",  # only the rebalance marks its requests as a move (shared.changefeed)
     "host",
     "expect",
     "forwarded",

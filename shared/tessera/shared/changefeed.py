@@ -19,12 +19,28 @@ import base64
 import binascii
 import json
 
+from starlette.requests import Request
+
+from tessera.shared.auth.internal import from_the_cluster
 from tessera.shared.errors import BadRequest
 
 FEED_PATH = "/internal/changefeed"
+# A rebalance's copy of a study to its new shard and its delete from the old one are
+# recorded as these actions (not create and delete): the router shows the first as one
+# "move" event and not the second, so a follower does not delete and fetch again what
+# only changed shard. The rebalance marks its requests with MOVE_HEADER (the target
+# shard's name); the router drops that header from clients' requests, and the shard
+# services honour it only from the router's own credential.
+MOVE_IN, MOVE_OUT, MOVE = "move-in", "move-out", "move"
+MOVE_HEADER = "x-tessera-move"
 # pg_advisory_xact_lock key of the feed writers ("tessera feed" in ASCII, as an int8)
 FEED_LOCK = int.from_bytes(b"tss-feed", "big") & 0x7FFF_FFFF_FFFF_FFFF
 MAX_LIMIT = 1000
+
+
+def is_move(request: Request) -> bool:
+    """The request is a rebalance's copy or delete of a study (see :data:`MOVE_HEADER`)."""
+    return bool(request.headers.get(MOVE_HEADER)) and from_the_cluster(request)
 
 
 def encode_cursor(positions: dict[str, int]) -> str:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import httpx
 
 from tessera.shared.auth.labels import check_labels
+from tessera.shared.changefeed import MOVE_HEADER
 
 STUDIES_PATH = "/internal/studies"
 INSTANCES_PATH = "/internal/studies/{study}/instances"
@@ -92,14 +93,15 @@ class IndexInternalClient:
             for i in r.json()["instances"]
         }
 
-    async def delete_study(self, study: str, digest: str) -> bool:
+    async def delete_study(self, study: str, digest: str, moved_to: str = "") -> bool:
         """Delete the study if it holds what ``digest`` says; False if it was gone (404).
-        Raises :class:`StudyChanged` on 412."""
+        Raises :class:`StudyChanged` on 412. A rebalance's delete of what it copied to
+        shard ``moved_to``: the change feed says "move-out" (not shown to readers)."""
         r = await self._call(
             "DELETE",
             STUDY_PATH.format(study=study),
             frozenset({404, 412}),
-            headers={"If-Match": f'"{digest}"'},
+            headers={"If-Match": f'"{digest}"', MOVE_HEADER: moved_to or "-"},
         )
         if r.status_code == 412:
             raise StudyChanged(r.text)

@@ -42,6 +42,8 @@ class IndexInstance:
     # the storer's own labels: if given, an existing study without one of them is refused
     # (outcome "refused"); None: the storer may store into any study
     visible: tuple[str, ...] | None = None
+    # stored by a rebalance moving its study here: the change feed says "move-in"
+    moved: bool = False
 
 
 @dataclass(frozen=True)

@@ -337,7 +337,7 @@ class Transfer:
                 self.archive.delete(ref, self.principal)
                 self.progress.deleted += 1
             elif ref[2] in self.local_instances(ref[0]):
-                if event.get("action") == "create":
+                if event.get("action") in ("create", "move"):  # a move: another shard there
                     self.progress.skipped += 1
                 else:  # replaced there: the new object replaces ours
                     self.archive.delete(ref, self.principal)

@@ -45,6 +45,7 @@ from typing import Any
 import httpx
 
 from tessera.router.shards import Shard
+from tessera.shared.changefeed import MOVE_HEADER
 from tessera.shared.index_internal import IndexCallError, IndexInternalClient, study_digest
 from tessera.shared.index_internal import ListedInstance as Listed
 from tessera.shared.index_internal import StudyChanged as Changed
@@ -93,11 +94,11 @@ class ShardClient:
         except IndexCallError as e:
             raise MoveError(f"listing study {study} on {self.name}: {e}") from None
 
-    async def delete(self, study: str, digest: str) -> bool:
+    async def delete(self, study: str, digest: str, moved_to: str) -> bool:
         """Delete the study if it holds what ``digest`` says; False if it was gone (404).
-        Raises :class:`Changed` on 412."""
+        Raises :class:`Changed` on 412. The change feed says "move-out"."""
         try:
-            return await self.index.delete_study(study, digest)
+            return await self.index.delete_study(study, digest, moved_to)
         except IndexCallError as e:
             raise MoveError(f"deleting study {study} on {self.name}: {e}") from None
 
@@ -144,6 +145,7 @@ class ShardClient:
             headers={
                 "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
                 "Accept": "application/dicom+json",
+                MOVE_HEADER: self.name,  # the change feed says "move-in", not "create"
             },
         )
         if r.status_code not in (200, 202, 409):
@@ -272,7 +274,8 @@ class Mover:
             src = await self.source.instances(study)
             copied = await self.copy(study, src)
             try:
-                await self.source.delete(study, study_digest((s, i.sha256) for s, i in src.items()))
+                digest = study_digest((s, i.sha256) for s, i in src.items())
+                await self.source.delete(study, digest, self.target.name)
             except Changed:
                 continue
             return copied

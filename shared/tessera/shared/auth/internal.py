@@ -158,6 +158,20 @@ def principal_of(request: Request) -> Principal:
     return principal if isinstance(principal, Principal) else OPEN
 
 
+def from_the_cluster(request: Request) -> bool:
+    """True if ``request`` comes from the router (or a job of it) on its own behalf, not
+    for a client: its credential carries :data:`SERVICE_PRINCIPAL`; or no check is
+    configured (the shard services then listen on loopback only)."""
+    principal = request.scope.get(SCOPE_KEY)
+    if principal is None:
+        return True
+    return (
+        isinstance(principal, Principal)
+        and principal.subject == SERVICE_PRINCIPAL.subject
+        and (principal.method == SERVICE_PRINCIPAL.method)
+    )
+
+
 def unauthorized(
     realm: str, description: str, error: str | None = "invalid_token"
 ) -> PlainTextResponse:
