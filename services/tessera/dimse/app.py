@@ -31,6 +31,8 @@ from tessera.dimse.nodes import DicomNode, NodeRegistry, check_ae_title
 from tessera.dimse.peers import api as peers_api
 from tessera.dimse.peers.jobs import PeerJobs
 from tessera.dimse.peers.registry import PeerRegistry
+from tessera.dimse.webhooks import ROUTES as webhook_routes
+from tessera.dimse.webhooks import Webhooks
 from tessera.shared.auth import Permission
 from tessera.shared.auth.internal import principal_of
 from tessera.shared.db.migrate import apply_migrations
@@ -61,6 +63,7 @@ class GatewayApp:
         self.jobs: Jobs | None = None
         self.peers: PeerRegistry | None = None
         self.peer_jobs: PeerJobs | None = None
+        self.webhooks: Webhooks | None = None
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -75,10 +78,12 @@ class GatewayApp:
         self.jobs = Jobs(self.pool, self.gateway)
         self.peers = PeerRegistry(self.pool)
         self.peer_jobs = PeerJobs(self.pool, self.peers, archive, self.settings.dimse_job_stale)
+        self.webhooks = Webhooks(self.pool, self.settings, dsn)
         ae = server.build_ae(self.gateway)
         listeners = server.start(self.gateway, ae)
         await self.jobs.start()
         await self.peer_jobs.start()
+        await self.webhooks.start()
         where = f"{self.gateway.ae_title}@{self.settings.host}:{self.settings.dimse_port}"
         log.info("DIMSE gateway %s (TLS port %s)", where, self.settings.dimse_tls_port or "none")
         try:
@@ -88,6 +93,7 @@ class GatewayApp:
                 await asyncio.to_thread(listener.shutdown)
             self.jobs.close()
             self.peer_jobs.close()
+            await self.webhooks.close()
             await nodes.close()
             archive.close()
             await self.pool.close()
@@ -136,7 +142,21 @@ class GatewayApp:
             Route(JOBS, self.list_jobs, methods=["GET"]),
             Route(JOBS + "/{id}", self.get_job, methods=["GET"]),
             *peers_api.routes(self._peers),
+            *[
+                Route(path, self._to_webhooks(name), methods=[method])
+                for path, method, name in webhook_routes
+            ],
         ]
+
+    def _to_webhooks(self, name: str) -> Any:
+        async def call(request: Request) -> Response:
+            if self.webhooks is None:
+                raise ServiceUnavailable("the gateway is starting", retry_after=1)
+            answer: Response = await getattr(self.webhooks, name)(request)
+            return answer
+
+        call.__name__ = name
+        return call
 
     def _peers(self) -> tuple[PeerRegistry, PeerJobs]:
         if self.peers is None or self.peer_jobs is None:

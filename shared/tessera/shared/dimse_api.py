@@ -38,10 +38,22 @@ their transfer jobs:
     GET    /admin/peer-jobs                     the jobs, newest first
     GET    /admin/peer-jobs/{id}                one job: state and progress
     DELETE /admin/peer-jobs/{id}                cancel it
+
+and the webhooks that deliver the cluster's change feed (:mod:`tessera.dimse.webhooks`):
+
+    GET    /admin/webhooks                      every webhook (secrets masked), its counts
+    PUT    /admin/webhooks/{name}               {"url", "secret", "actions": [...],
+                                                "maxAttempts", "from": "now"|"beginning"}
+    GET    /admin/webhooks/{name}
+    DELETE /admin/webhooks/{name}
+    GET    /admin/webhooks/{name}/dead-letters  the batches it could not deliver
+    POST   /admin/webhooks/{name}/dead-letters/{id}/retry   send one again
+    DELETE /admin/webhooks/{name}/dead-letters/{id}
 """
 
 NODES = "/admin/dicom-nodes"
 JOBS = "/admin/dimse-jobs"
 PEERS = "/admin/peers"
 PEER_JOBS = "/admin/peer-jobs"
-PREFIXES = (NODES, JOBS, PEERS, PEER_JOBS)
+WEBHOOKS = "/admin/webhooks"
+PREFIXES = (NODES, JOBS, PEERS, PEER_JOBS, WEBHOOKS)
