@@ -66,7 +66,7 @@ def _ready(cluster: TesseraCluster) -> bool:
         return False
     try:
         with urllib.request.urlopen(cluster.dicomweb_url + "/studies?limit=1", timeout=5) as r:
-            return bool(r.status == 200)
+            return r.status in (200, 204)  # 204: an empty archive (PS3.18 8.3.4.4.1)
     except urllib.error.HTTPError as e:
         return e.code == 401
     except OSError:

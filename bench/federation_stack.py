@@ -60,9 +60,10 @@ class Service(ServerProcess):
 
 
 def _answers(url: str) -> bool:
+    """200, or 204 (a search of an empty archive, PS3.18 8.3.4.4.1)."""
     try:
         with urllib.request.urlopen(url, timeout=2.0) as answer:
-            return bool(answer.status == 200)
+            return answer.status in (200, 204)
     except OSError:
         return False
 

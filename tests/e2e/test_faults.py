@@ -199,12 +199,15 @@ def test_a_fault_under_load(run: TesseraCluster, load: Load, name: str, how: str
     assert readiness.samples[-1][1] == 200, f"{name} {how}: /readyz not 200 once serving"
 
 
-async def _unreferenced(run: TesseraCluster) -> tuple[set[str], set[str]]:
-    """(objects no row references, rows whose object is missing) of the local shard."""
+def _dsn(run: TesseraCluster) -> str:
     line = re.findall(r"PostgreSQL (postgresql://\S+)", log(run))[-1]
     password = (run.data_dir / "state" / "secrets" / "postgres-tessera-password").read_text()
-    dsn = re.sub(r"://([^:@/]+):[^@]*@", lambda m: f"://{m.group(1)}:{password.strip()}@", line)
-    conn = await asyncpg.connect(dsn)
+    return re.sub(r"://([^:@/]+):[^@]*@", lambda m: f"://{m.group(1)}:{password.strip()}@", line)
+
+
+async def _unreferenced(run: TesseraCluster) -> tuple[set[str], set[str]]:
+    """(objects no row references, rows whose object is missing) of the local shard."""
+    conn = await asyncpg.connect(_dsn(run))
     try:
         keys = {r["storage_key"] for r in await conn.fetch("SELECT storage_key FROM instance")}
     finally:
@@ -267,3 +270,70 @@ def _report(load: Load, orphans: int, swept_in: float, removed: dict[str, int]) 
         "sweeper_removed": removed,
         "requests": dict(total),
     }, indent=2))  # fmt: skip
+
+
+async def _keys_of(run: TesseraCluster, study: str) -> list[str]:
+    conn = await asyncpg.connect(_dsn(run))
+    try:
+        rows = await conn.fetch(
+            "SELECT i.storage_key FROM instance i JOIN series se ON se.pk = i.series_pk"
+            " JOIN study st ON st.pk = se.study_pk WHERE st.study_instance_uid = $1",
+            study,
+        )
+    finally:
+        await conn.close()
+    return [r["storage_key"] for r in rows]
+
+
+def test_a_delete_killed_between_its_rows_and_its_objects_leaves_no_orphan(
+    run: TesseraCluster,
+) -> None:
+    """Issue 13: the index commits a DELETE's row removal, then removes the objects;
+    killed in between (Redis stopped holds it there: the object removal asks Redis
+    whether a STOW pinned the object), the study is gone from QIDO-RS, its objects are
+    orphans, and the sweeper removes them; another study's objects stay."""
+    keep, gone = generate_uid(), generate_uid()
+    for study in (keep, gone):
+        files = [make_instance(study=study, sop=generate_uid()) for _ in range(3)]
+        body, ctype = multipart(files)
+        r = httpx.post(f"{run.dicomweb_url}/studies", content=body,
+                       headers={"Content-Type": ctype}, timeout=60)  # fmt: skip
+        assert r.status_code == 200, r.text
+    kept_keys, gone_keys = asyncio.run(_keys_of(run, keep)), asyncio.run(_keys_of(run, gone))
+    objects = run.data_dir / "state" / "objects"
+    assert all((objects / k).exists() for k in gone_keys) and len(gone_keys) == 3
+    redis, index = pid_of(run, "redis"), pid_of(run, "index")
+    os.kill(redis, signal.SIGSTOP)
+    try:
+        answer: list[int] = []
+        deleting = threading.Thread(target=lambda: answer.append(
+            _status(f"{run.dicomweb_url}/studies/{gone}", "DELETE")))  # fmt: skip
+        deleting.start()
+        deadline = time.monotonic() + 20
+        while asyncio.run(_keys_of(run, gone)):  # the rows' removal is committed
+            assert time.monotonic() < deadline, "the DELETE did not commit"
+            time.sleep(0.05)
+        os.kill(index, signal.SIGKILL)
+    finally:
+        os.kill(redis, signal.SIGCONT)
+    deleting.join(60)
+    assert answer and answer[0] != 204, answer  # the index died before answering
+    assert any((objects / k).exists() for k in gone_keys), "the objects went before the kill"
+    began = time.monotonic()
+    while any((objects / k).exists() for k in gone_keys):  # the sweeper (grace 2 s)
+        assert time.monotonic() - began < 120, "orphans left"
+        time.sleep(1.0)
+    assert all((objects / k).exists() for k in kept_keys)
+    deadline = time.monotonic() + 60
+    while _status(f"{run.dicomweb_url}/studies?StudyInstanceUID={gone}") not in (200, 204):
+        assert time.monotonic() < deadline, "the index did not come back"
+        time.sleep(0.5)
+    assert _status(f"{run.dicomweb_url}/studies?StudyInstanceUID={gone}") == 204
+    assert _status(f"{run.dicomweb_url}/studies/{keep}", accept=ALL_TS) == 200
+
+
+def _status(url: str, method: str = "GET", accept: str = "application/dicom+json") -> int:
+    try:
+        return httpx.request(method, url, headers={"Accept": accept}, timeout=60).status_code
+    except httpx.HTTPError:
+        return 0

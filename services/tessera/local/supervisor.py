@@ -69,7 +69,7 @@ async def _pump(name: str, stream: asyncio.StreamReader, out: TextIO | None) -> 
 async def _wait_ready(
     url: str, on_ready: Callable[[], None], verify: ssl.SSLContext | bool = True
 ) -> None:
-    """Poll ``url`` until it answers 200, then call ``on_ready`` once."""
+    """Poll ``url`` (a ``/healthz``) until it answers 200, then call ``on_ready`` once."""
     async with httpx.AsyncClient(timeout=2.0, trust_env=False, verify=verify) as client:
         while True:
             try:
