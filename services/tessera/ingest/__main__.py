@@ -2,4 +2,4 @@
 
 from tessera.shared.serve import serve
 
-serve("tessera.ingest.app:create_app", port_setting="ingest_port")
+serve("tessera.ingest.app:create_app", port_setting="ingest_port", workers_setting="ingest_workers")

@@ -2,4 +2,9 @@
 
 from tessera.shared.serve import serve
 
-serve("tessera.router.app:create_app", port_setting="router_port", public=True)
+serve(
+    "tessera.router.app:create_app",
+    port_setting="router_port",
+    public=True,
+    workers_setting="router_workers",
+)

@@ -56,6 +56,11 @@ class Settings:
     ingest_port: int = 8101
     index_port: int = 8102
     retrieve_port: int = 8103
+    # processes serving the same port (shared/serve.py): the router, ingest and retrieve
+    # are stateless between requests and scale with the cores
+    router_workers: int = 1
+    ingest_workers: int = 1
+    retrieve_workers: int = 1
     # /healthz, /readyz and /metrics of the two workers that serve no HTTP otherwise
     index_worker_port: int = 8104
     transcode_port: int = 8105

@@ -7,6 +7,9 @@ DICOMweb plugin, and a second Tessera (the e2e cluster) as the archive mirrored.
   (``/dicom-web/servers/tessera/retrieve``) with a read-only API key;
 * a mirror of the second Tessera follows its change feed: stores, a delete, and the
   peer's router killed and restarted in the middle;
+* a mirror of Orthanc (no change feed) polls its QIDO-RS by StudyDate;
+* authentication to peers: HTTP Basic (Orthanc with its registered users), a bearer
+  token (this Tessera as its own peer, an API key), and the refusals without them;
 * a pull survives a SIGKILL of the gateway running it (taken up again, nothing lost);
 * the CLI's pull, with its progress line.
 """
@@ -34,6 +37,7 @@ from tests.support.cluster import Cluster
 from tests.support.dicomgen import make_instance, multipart, split_multipart
 
 AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+ORTHANC_USER = ("alice", "orthanc-password-of-the-test")
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +53,14 @@ def orthanc(archive: Cluster, reader_token: str) -> Iterator[OrthancProcess]:
     server = start_orthanc(
         tempfile.mkdtemp(prefix="tessera-orthanc-dicomweb-peer-"),
         overrides={
+            "AuthenticationEnabled": True,
+            "RegisteredUsers": {ORTHANC_USER[0]: ORTHANC_USER[1]},
             "DicomWeb.Servers": {
                 "tessera": {
                     "Url": tessera,
                     "HttpHeaders": {"Authorization": f"Bearer {reader_token}"},
                 }
-            }
+            },
         },
     )
     try:
@@ -65,10 +71,16 @@ def orthanc(archive: Cluster, reader_token: str) -> Iterator[OrthancProcess]:
 
 @pytest.fixture(scope="module")
 def orthanc_peer(admin: httpx.Client, orthanc: OrthancProcess) -> Iterator[str]:
-    r = admin.put("/admin/peers/orthanc", json={"url": orthanc.dicomweb_url})
+    username, password = ORTHANC_USER
+    auth = {"type": "basic", "username": username, "password": password}
+    r = admin.put("/admin/peers/orthanc", json={"url": orthanc.dicomweb_url, "auth": auth})
     assert r.status_code in (200, 201), r.text
     yield "orthanc"
     admin.delete("/admin/peers/orthanc")
+
+
+def to_orthanc(orthanc: OrthancProcess, data: bytes) -> int:
+    return httpx.post(orthanc.url + "/instances", content=data, auth=ORTHANC_USER).status_code
 
 
 def study_files(count: int, patient: str) -> tuple[str, list[bytes]]:
@@ -108,8 +120,24 @@ def store_here(admin: httpx.Client, files: list[bytes]) -> None:
     assert r.status_code == 200, r.text
 
 
-def test_a_peer_is_registered_checked_and_its_secrets_never_shown(admin, orthanc_peer) -> None:
+def test_a_peer_is_registered_checked_and_its_secrets_never_shown(
+    admin, orthanc, orthanc_peer, archive: Cluster, admin_token: str
+) -> None:
     assert admin.post(f"/admin/peers/{orthanc_peer}/check").json()["ok"] is True
+    # without its credentials (or with wrong ones) the peer refuses: check says so
+    wrong = {"url": orthanc.dicomweb_url, "auth": {"type": "basic", "username": "alice",
+             "password": "wrong"}}  # fmt: skip
+    assert admin.put("/admin/peers/no-pass", json=wrong).status_code == 201
+    r = admin.post("/admin/peers/no-pass/check")
+    assert r.status_code == 502 and r.json()["status"] == 401, r.text
+    # a bearer token: this archive as its own peer, with an API key (access control on)
+    me = f"http://127.0.0.1:{archive.settings.router_port}/dicom-web"
+    for token, ok in ((admin_token, True), ("tsk_not_a_key", False)):
+        body = {"url": me, "kind": "tessera", "auth": {"type": "bearer", "token": token}}
+        assert admin.put("/admin/peers/myself", json=body).status_code in (200, 201)
+        assert admin.post("/admin/peers/myself/check").json()["ok"] is ok
+    assert admin.delete("/admin/peers/myself").status_code == 204
+    assert admin.delete("/admin/peers/no-pass").status_code == 204
     r = admin.put("/admin/peers/secret", json={"url": "https://example.invalid/dicom-web",
                   "auth": {"type": "basic", "username": "u", "password": "p4ss"}})  # fmt: skip
     assert r.status_code == 201 and r.json()["auth"]["password"] == "***"
@@ -127,7 +155,7 @@ def test_a_peer_is_registered_checked_and_its_secrets_never_shown(admin, orthanc
 def test_pull_a_study_from_orthanc(admin, orthanc, orthanc_peer) -> None:
     study, files = study_files(5, "PEER-PULL")
     for data in files:
-        assert httpx.post(orthanc.url + "/instances", content=data).status_code == 200
+        assert to_orthanc(orthanc, data).status_code == 200
     r = admin.post(f"/admin/peers/{orthanc_peer}/pull", json={"studies": [study]})
     assert r.status_code == 202, r.text
     job = wait_job(admin, r.json())
@@ -158,7 +186,7 @@ def test_push_a_study_to_orthanc(admin, orthanc, orthanc_peer) -> None:
     job = wait_job(admin, r.json())
     assert job["state"] == "done", job
     assert job["progress"]["completed"] == 4
-    found = httpx.post(orthanc.url + "/tools/find", json={"Level": "Instance",
+    found = httpx.post(orthanc.url + "/tools/find", auth=ORTHANC_USER, json={"Level": "Instance",
                        "Query": {"StudyInstanceUID": study}}).json()  # fmt: skip
     assert len(found) == 4
 
@@ -168,16 +196,17 @@ def test_orthanc_pulls_a_study_from_tessera(admin, orthanc) -> None:
     store_here(admin, files)
     r = httpx.post(
         orthanc.url + "/dicom-web/servers/tessera/retrieve",
+        auth=ORTHANC_USER,
         json={"Resources": [{"Study": study}], "Synchronous": True},
         timeout=120,
     )
     assert r.status_code == 200, r.text
-    found = httpx.post(orthanc.url + "/tools/find", json={"Level": "Instance",
+    found = httpx.post(orthanc.url + "/tools/find", auth=ORTHANC_USER, json={"Level": "Instance",
                        "Query": {"StudyInstanceUID": study}}).json()  # fmt: skip
     assert len(found) == 3
     # the same bytes as Tessera holds
     for orthanc_id in found:
-        data = httpx.get(f"{orthanc.url}/instances/{orthanc_id}/file").content
+        data = httpx.get(f"{orthanc.url}/instances/{orthanc_id}/file", auth=ORTHANC_USER).content
         sop = pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID
         assert hashlib.sha256(data).hexdigest() == hashlib.sha256(sops(files)[sop]).hexdigest()
 
@@ -222,12 +251,29 @@ def test_a_mirror_follows_a_tessera_peer_through_its_change_feed(admin, cluster:
         admin.delete("/admin/peers/other-tessera")
 
 
+def test_a_mirror_of_a_plain_dicomweb_peer_polls_its_qido_by_date(
+    admin, orthanc, orthanc_peer
+) -> None:
+    r = admin.post(f"/admin/peers/{orthanc_peer}/mirror", json={"since": "20240101", "interval": 1})
+    assert r.status_code == 202, r.text
+    job = r.json()
+    try:
+        study, files = study_files(3, "PEER-MIRROR")  # StudyDate 20240102
+        for data in files:
+            assert to_orthanc(orthanc, data) == 200
+        eventually(lambda: set(tessera_copy(admin, study)) == set(sops(files)))
+        state = admin.get(f"/admin/peer-jobs/{job['id']}").json()
+        assert state["state"] == "running" and state["progress"]["polled"], state
+    finally:
+        assert admin.delete(f"/admin/peer-jobs/{job['id']}").json()["state"] == "cancelled"
+
+
 def test_a_pull_survives_the_gateway_killed_mid_job(
     admin, archive: Cluster, orthanc, orthanc_peer
 ) -> None:
     study, files = study_files(30, "PEER-KILL")
     for data in files:
-        assert httpx.post(orthanc.url + "/instances", content=data).status_code == 200
+        assert to_orthanc(orthanc, data).status_code == 200
     job = admin.post(f"/admin/peers/{orthanc_peer}/pull", json={"studies": [study]}).json()
     eventually(
         lambda: (
@@ -247,7 +293,7 @@ def test_the_cli_pulls_with_a_progress_line(
 ) -> None:
     study, files = study_files(3, "PEER-CLI")
     for data in files:
-        assert httpx.post(orthanc.url + "/instances", content=data).status_code == 200
+        assert to_orthanc(orthanc, data).status_code == 200
     env = {**os.environ, "TESSERA_TOKEN": admin_token}
     url = f"http://127.0.0.1:{archive.settings.router_port}"
     out = subprocess.run(
