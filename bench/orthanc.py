@@ -136,9 +136,13 @@ def _get_json(url: str) -> dict[str, Any]:
 
 
 def _system_answers(url: str) -> bool:
+    """``/system`` answers: 200, or 401 when the configuration turns authentication on
+    (the server is up; it wants its registered users)."""
     try:
         _get_json(url + "/system")
-    except (OSError, ValueError, urllib.error.HTTPError):
+    except urllib.error.HTTPError as e:
+        return e.code == 401
+    except (OSError, ValueError):
         return False
     return True
 

@@ -98,6 +98,7 @@ async def test_metadata_and_bulk_data_read_back_equal_to_the_ps3_10_file(client,
 async def test_compressed_pixel_data_part_keeps_its_transfer_syntax(client) -> None:
     original = pydicom.dcmread(JPEG)
     original.StudyInstanceUID, original.SOPInstanceUID = generate_uid(), generate_uid()
+    original.SeriesInstanceUID = generate_uid()  # the corpus file may be stored already
     original.file_meta.MediaStorageSOPInstanceUID = original.SOPInstanceUID
     frames = list(generate_frames(original.PixelData, number_of_frames=1))
     doc = dataset_to_json(original, "cid:unused", bulk_data_threshold=64).json

@@ -70,7 +70,7 @@ from starlette.routing import Route
 
 from tessera.retrieve.caching import cache_headers, entity_tag, matches, not_modified
 from tessera.retrieve.context import Context, context
-from tessera.retrieve.frames import FrameSource, open_frame, part_type
+from tessera.retrieve.frames import FrameSource, frame_location, part_type
 from tessera.retrieve.negotiation import PartNegotiation
 from tessera.retrieve.queries import StoredInstance, stored_instances, target_of
 from tessera.retrieve.ranges import ByteRange, NotSatisfiable, requested_ranges
@@ -86,6 +86,7 @@ from tessera.shared.transcode.syntaxes import EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_V
 
 PART_TYPE = "application/octet-stream"
 PIXEL_DATA = 0x7FE00010
+DECODE_AT_ONCE = 4  # frames of a decoded Pixel Data value asked of transcode together
 
 
 def value_transfer_syntax(inst: StoredInstance, tag_path: str) -> str:
@@ -239,26 +240,33 @@ async def decoded_pixel_data(
     """Compressed Pixel Data asked as uncompressed bytes (PS3.18 8.7.3.3.2: an
     ``application/octet-stream`` without ``transfer-syntax`` is Explicit VR Little
     Endian): the value of the decoded Pixel Data, its frames decoded one after the other
-    by transcode and sent in one part. The first frame is decoded before the status, so
-    data transcode cannot decode is a 406, not a cut answer; no byte ranges (the length
-    is not known before the last frame)."""
+    by transcode (a few at once) and sent in one part. Every frame is decoded (and kept
+    by transcode as an object) before the status, so data transcode cannot decode, or a
+    frame missing from the data, is a 406 and not a cut answer; the answer then streams
+    the decoded frames from storage one after the other. No byte ranges (the length is
+    not known before the last frame)."""
     boundary = media_type.rsplit("boundary=", 1)[1]
-    first = await open_frame(ctx, source, 1, EXPLICIT_VR_LITTLE_ENDIAN, content_type=content_type)
+    inst, ts = source.inst, EXPLICIT_VR_LITTLE_ENDIAN
+    at_once = asyncio.Semaphore(DECODE_AT_ONCE)
+
+    async def decoded(n: int) -> str:
+        async with at_once:
+            return await ctx.transcoder.frame_key_for(
+                inst.storage_key, n, ts, frame_location(source, n)
+            )
+
+    keys = await asyncio.gather(*(decoded(n) for n in range(1, source.count + 1)))
 
     async def frames() -> AsyncIterator[bytes]:
-        opened: OpenedPart | None = first
-        try:
-            for n in range(1, source.count + 1):
-                if opened is None:
-                    opened = await open_frame(
-                        ctx, source, n, EXPLICIT_VR_LITTLE_ENDIAN, content_type=content_type
-                    )
+        for key in keys:
+            try:
+                opened = await open_part(ctx.store, key, content_type=content_type)
+            except ObjectNotFound:
+                raise TesseraError(f"a decoded frame of {inst.storage_key} is missing") from None
+            try:
                 async for chunk in opened:
                     yield chunk
-                await opened.aclose()
-                opened = None
-        finally:
-            if opened is not None:
+            finally:
                 await opened.aclose()
 
     headers["Accept-Ranges"] = "none"

@@ -286,6 +286,8 @@ def with_metadata_form(endpoint: Endpoint, settings: Settings) -> Endpoint:
             return await endpoint(request)
         converted = await convert(request, part_type, settings)
         try:
+            if not converted.count and not converted.failures:
+                raise BadRequest(f"the {part_type} metadata holds no data set")
             if not converted.count:
                 body = {"00081198": {"vr": "SQ", "Value": converted.failures}}
                 return DicomJSONResponse(body, status_code=409)
