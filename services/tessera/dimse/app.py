@@ -10,7 +10,6 @@ starts the DIMSE listeners; it stops them in the reverse order.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tessera.dimse import scu, server
+from tessera.dimse.admin import json_object, require_admin
 from tessera.dimse.archive import Archive, Refused, router_url
 from tessera.dimse.context import Gateway
 from tessera.dimse.jobs import Jobs
@@ -33,11 +33,9 @@ from tessera.dimse.peers.jobs import PeerJobs
 from tessera.dimse.peers.registry import PeerRegistry
 from tessera.dimse.webhooks import ROUTES as webhook_routes
 from tessera.dimse.webhooks import Webhooks
-from tessera.shared.auth import Permission
-from tessera.shared.auth.internal import principal_of
 from tessera.shared.db.migrate import apply_migrations
 from tessera.shared.dimse_api import JOBS, NODES
-from tessera.shared.errors import BadRequest, Forbidden, NotFound, ServiceUnavailable
+from tessera.shared.errors import BadRequest, NotFound, ServiceUnavailable
 from tessera.shared.http import make_app
 from tessera.shared.settings import Settings
 
@@ -180,7 +178,7 @@ class GatewayApp:
 
     async def put_node(self, request: Request) -> Response:
         _admin(request)
-        node = DicomNode.from_json(request.path_params["aet"], await _json(request))
+        node = DicomNode.from_json(request.path_params["aet"], await json_object(request))
         created = await self._gateway().nodes.put(node)
         return JSONResponse(node.to_json(), status_code=201 if created else 200)
 
@@ -201,7 +199,7 @@ class GatewayApp:
 
     async def find(self, request: Request) -> Response:
         node = self._node(request)
-        doc = await _json(request)
+        doc = await json_object(request)
         query = scu.identifier(str(doc.get("level", "STUDY")), doc.get("keys", {}))
         try:
             found = await asyncio.to_thread(
@@ -214,7 +212,7 @@ class GatewayApp:
     def job(self, kind: str) -> Any:
         async def create(request: Request) -> Response:
             node = self._node(request)
-            doc = await _json(request)
+            doc = await json_object(request)
             level, keys = str(doc.get("level", "STUDY")), doc.get("keys", {})
             scu.identifier(level, keys)  # refused now (400) rather than in the job
             request_doc = {"level": level, "keys": keys, "model": str(doc.get("model", "study"))}
@@ -247,18 +245,7 @@ def _verify(settings: Settings) -> Any:
 
 
 def _admin(request: Request) -> None:
-    if not principal_of(request).may(Permission.ADMIN):
-        raise Forbidden("the DIMSE API needs the admin permission")
-
-
-async def _json(request: Request) -> dict[str, Any]:
-    try:
-        doc = json.loads(await request.body() or b"{}")
-    except ValueError:
-        raise BadRequest("the body must be JSON") from None
-    if not isinstance(doc, dict):
-        raise BadRequest("the body must be a JSON object")
-    return doc
+    require_admin(request, "DIMSE")
 
 
 def create_app(settings: Settings) -> Starlette:

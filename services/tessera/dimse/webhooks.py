@@ -37,12 +37,13 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from tessera.dimse.admin import json_object, require_admin
 from tessera.dimse.archive import router_url
 from tessera.dimse.peers.registry import check_name
 from tessera.shared.auth import Permission, Principal
-from tessera.shared.auth.internal import InternalCredential, principal_of
+from tessera.shared.auth.internal import InternalCredential
 from tessera.shared.dimse_api import WEBHOOKS
-from tessera.shared.errors import BadRequest, Forbidden, NotFound
+from tessera.shared.errors import BadRequest, NotFound
 from tessera.shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -240,7 +241,7 @@ class Webhooks:
     async def put_webhook(self, request: Request) -> Response:
         _admin(request)
         name = check_name(request.path_params["name"])
-        doc = await _json(request)
+        doc = await json_object(request)
         unknown = set(doc) - {"name", "url", "secret", "actions", "maxAttempts", "from"}
         if unknown:
             raise BadRequest(f"unknown fields: {', '.join(sorted(unknown))}")
@@ -326,15 +327,4 @@ class Webhooks:
 
 
 def _admin(request: Request) -> None:
-    if not principal_of(request).may(Permission.ADMIN):
-        raise Forbidden("the webhooks API needs the admin permission")
-
-
-async def _json(request: Request) -> dict[str, Any]:
-    try:
-        doc = json.loads(await request.body() or b"{}")
-    except ValueError:
-        raise BadRequest("the body must be JSON") from None
-    if not isinstance(doc, dict):
-        raise BadRequest("the body must be a JSON object")
-    return doc
+    require_admin(request, "webhooks")

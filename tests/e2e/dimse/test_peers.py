@@ -35,6 +35,7 @@ from pydicom.uid import generate_uid
 from bench.orthanc import OrthancProcess, start_orthanc
 from tests.support.cluster import Cluster
 from tests.support.dicomgen import make_instance, multipart, split_multipart
+from tests.support.waiting import eventually
 
 AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 ORTHANC_USER = ("alice", "orthanc-password-of-the-test")
@@ -317,12 +318,3 @@ def test_the_cli_pulls_with_a_progress_line(
     assert out.returncode == 0, out.stdout + out.stderr
     assert "3/3 instances" in out.stdout and "(done)" in out.stdout
     assert set(tessera_copy(admin, study)) == set(sops(files))
-
-
-def eventually(check: Any, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.3)
-    raise AssertionError("not reached in time")

@@ -20,6 +20,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from tests.support.dicomgen import make_instance, multipart
+from tests.support.waiting import eventually
 
 SECRET = "webhook-secret-of-the-test"
 
@@ -69,15 +70,6 @@ def receiver() -> Iterator[Receiver]:
     r = Receiver()
     yield r
     r.close()
-
-
-def eventually(check: Any, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError("not reached in time")
 
 
 def store(admin: httpx.Client, files: list[bytes]) -> None:

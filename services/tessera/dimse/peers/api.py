@@ -4,41 +4,25 @@ forwarded by the router with the caller's admin permission checked and audited."
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tessera.dimse.admin import json_object, require_admin
 from tessera.dimse.peers.jobs import KINDS, PeerJobs
 from tessera.dimse.peers.registry import Peer, PeerRegistry, check_name
 from tessera.dimse.peers.remote import PeerRefused, PeerUnavailable, Remote
 from tessera.dimse.peers.transfer import check_request
-from tessera.shared.auth import Permission
-from tessera.shared.auth.internal import principal_of
 from tessera.shared.dimse_api import PEER_JOBS, PEERS
-from tessera.shared.errors import BadRequest, Forbidden, NotFound
+from tessera.shared.errors import BadRequest, NotFound
 
 Parts = Callable[[], tuple[PeerRegistry, PeerJobs]]
 
 
 def _admin(request: Request) -> str:
-    principal = principal_of(request)
-    if not principal.may(Permission.ADMIN):
-        raise Forbidden("the peers API needs the admin permission")
-    return principal.subject
-
-
-async def _json(request: Request) -> dict[str, Any]:
-    try:
-        doc = json.loads(await request.body() or b"{}")
-    except ValueError:
-        raise BadRequest("the body must be JSON") from None
-    if not isinstance(doc, dict):
-        raise BadRequest("the body must be a JSON object")
-    return doc
+    return require_admin(request, "peers")
 
 
 def routes(parts: Parts) -> list[Route]:
@@ -61,7 +45,7 @@ def routes(parts: Parts) -> list[Route]:
         _admin(request)
         name = check_name(request.path_params["name"])
         registry = parts()[0]
-        peer = Peer.from_json(name, await _json(request), await registry.get(name))
+        peer = Peer.from_json(name, await json_object(request), await registry.get(name))
         created = await registry.put(peer)
         return JSONResponse(peer.to_json(), status_code=201 if created else 200)
 
@@ -92,7 +76,7 @@ def routes(parts: Parts) -> list[Route]:
         async def create(request: Request) -> Response:
             by = _admin(request)
             peer = await peer_of(request)
-            doc = check_request(kind, await _json(request))
+            doc = check_request(kind, await json_object(request))
             if kind == "mirror" and peer.kind == "dicomweb" and doc.get("from") == "now":
                 raise BadRequest("from=now follows a change feed: the peer's kind is tessera")
             made = await parts()[1].create(kind, peer.name, doc, by)
