@@ -47,7 +47,7 @@ BASES = [
     "Issue22-NoPixelData.dcm",  # image attributes, no pixels
     "MarekLatin2.dcm",  # SR, Latin-2
 ]
-EXAMPLES = int(os.environ.get("TESSERA_FUZZ_EXAMPLES", "40"))
+EXAMPLES = int(os.environ.get("TESSERA_FUZZ_EXAMPLES", "25"))
 RANDOM = os.environ.get("TESSERA_FUZZ_RANDOM") == "1"
 
 # image attributes whose values the pixel paths trust, with the VR the dictionary gives

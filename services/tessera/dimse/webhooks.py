@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 ACTIONS = ("create", "replace", "delete", "move")
 PAGE = 100
 WAIT = 20  # seconds a change feed request waits for events
-POLL = 2.0  # seconds between looks at the webhook table
+POLL = 1.0  # seconds between looks at the webhook table
 _ONE = WEBHOOKS + "/{name}"
 # the API: (path, method, the Webhooks method that answers), bound by the gateway's app
 ROUTES = [
@@ -76,6 +76,7 @@ def webhook_json(row: asyncpg.Record) -> dict[str, Any]:
         "maxAttempts": row["max_attempts"],
         "delivered": row["delivered"],
         "deadLetters": row["dead"],
+        "following": bool(row["cursor"]),  # it has its position in the feed
         "lastError": row["last_error"],
         "updated": row["updated_at"].isoformat(),
     }

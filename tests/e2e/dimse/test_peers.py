@@ -272,7 +272,7 @@ def test_a_mirror_of_a_plain_dicomweb_peer_polls_its_qido_by_date(
 def test_a_pull_survives_the_gateway_killed_mid_job(
     admin, archive: Cluster, orthanc, orthanc_peer
 ) -> None:
-    study, files = study_files(30, "PEER-KILL")
+    study, files = study_files(16, "PEER-KILL")
     for data in files:
         assert to_orthanc(orthanc, data) == 200
     job = admin.post(f"/admin/peers/{orthanc_peer}/pull", json={"studies": [study]}).json()

@@ -9,7 +9,6 @@ import hmac
 import io
 import json
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -84,7 +83,8 @@ def test_events_are_delivered_signed_and_retried(admin: httpx.Client, receiver: 
                   "actions": ["create", "delete"], "maxAttempts": 6})  # fmt: skip
     assert r.status_code == 201, r.text
     assert r.json()["secret"] == "***"
-    time.sleep(3)  # the webhook starts at the feed's end: let it take its position
+    # the webhook starts at the feed's end: once it has taken its position
+    eventually(lambda: admin.get("/admin/webhooks/hook-a").json()["following"])
     study, series = generate_uid(), generate_uid()
     files = [make_instance(study, series, generate_uid()) for _ in range(2)]
     store(admin, files)
@@ -114,7 +114,7 @@ def test_an_undeliverable_batch_becomes_a_dead_letter_and_is_sent_again(
     receiver.always_fail = True
     r = admin.put("/admin/webhooks/hook-b", json={"url": receiver.url, "maxAttempts": 2})
     assert r.status_code == 201, r.text
-    time.sleep(3)
+    eventually(lambda: admin.get("/admin/webhooks/hook-b").json()["following"])
     study = generate_uid()
     store(admin, [make_instance(study, generate_uid(), generate_uid())])
     eventually(lambda: admin.get("/admin/webhooks/hook-b").json()["deadLetters"] == 1)
