@@ -157,8 +157,8 @@ class Archive:
                     if r.status_code >= 400:
                         r.read()
                         _raise_for(r)
-                    boundary = _boundary(r.headers.get("content-type", ""))
-                    _write_part(r.iter_bytes(CHUNK), boundary, out)
+                    boundary = multipart_boundary(r.headers.get("content-type", ""))
+                    write_part(r.iter_bytes(CHUNK), boundary, out)
             return path
         except httpx.HTTPError as e:
             path.unlink(missing_ok=True)
@@ -216,7 +216,7 @@ def _item_status(item: dict[str, Any], reason_tag: str, default: int) -> StoreRe
     return StoreResult(int(reason[0]), str(comment[0])[:64])
 
 
-def _boundary(content_type: str) -> bytes:
+def multipart_boundary(content_type: str) -> bytes:
     for param in content_type.split(";")[1:]:
         name, _, value = param.strip().partition("=")
         if name.lower() == "boundary":
@@ -224,7 +224,7 @@ def _boundary(content_type: str) -> bytes:
     raise Unavailable("the archive's answer is not multipart")
 
 
-def _write_part(chunks: Iterator[bytes], boundary: bytes, out: BinaryIO) -> None:
+def write_part(chunks: Iterator[bytes], boundary: bytes, out: BinaryIO) -> None:
     """Write the body of the one part of a multipart answer to ``out`` as it streams in:
     its headers skipped at the start, the closing delimiter cut off at the end."""
     head = b""

@@ -40,7 +40,7 @@ from tessera.shared.errors import (
 from tessera.shared.http import DicomJSONResponse, public_base_url
 from tessera.shared.mediatypes import parse_accept
 from tessera.shared.messages import IndexInstance, IndexJob, InstanceOutcome
-from tessera.shared.multipart import Part, read_parts
+from tessera.shared.multipart import Part
 from tessera.shared.queue import IndexQueue, reply_key
 from tessera.shared.refs import check_uid
 from tessera.shared.settings import Settings
@@ -52,6 +52,7 @@ from tessera.shared.stow import (
     check_content_type,
     damaged_body_warning,
     failed_item,
+    read_stow_parts,
     response_status,
 )
 
@@ -102,14 +103,7 @@ class StoreInstances:
         sent: dict[str, _Stored] = {}
         failed: list[_Failed] = []
         body_error: str | None = None
-        parts = read_parts(
-            request.stream(),
-            content_type,
-            spool_threshold=self.settings.spool_threshold,
-            max_part_size=self.settings.max_part_size,
-            max_total_size=self.settings.max_request_size,
-            spool_dir=self.settings.spool_dir or None,
-        )
+        parts = read_stow_parts(request.stream(), content_type, self.settings)
         try:
             async with aclosing(parts):
                 async for part in parts:

@@ -53,10 +53,9 @@ from tessera.shared.multipart import (
     Part,
     multipart_content_type,
     new_boundary,
-    read_parts,
 )
 from tessera.shared.settings import Settings
-from tessera.shared.stow import failed_item, response_status
+from tessera.shared.stow import failed_item, read_stow_parts, response_status
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -192,14 +191,7 @@ async def convert(request: Request, part_type: str, settings: Settings) -> Conve
     metadata: list[Part] = []
     bulk: dict[str, _Bulk] = {}
     kept: list[IO[bytes]] = []
-    reader = read_parts(
-        request.stream(),
-        request.headers.get("content-type", ""),
-        spool_threshold=settings.spool_threshold,
-        max_part_size=settings.max_part_size,
-        max_total_size=settings.max_request_size,
-        spool_dir=settings.spool_dir or None,
-    )
+    reader = read_stow_parts(request.stream(), request.headers.get("content-type", ""), settings)
     try:
         async with aclosing(reader):
             async for part in reader:

@@ -60,7 +60,6 @@ from tessera.shared.multipart import (
     PartOut,
     multipart_content_type,
     new_boundary,
-    read_parts,
     write_parts,
 )
 from tessera.shared.settings import Settings
@@ -70,6 +69,7 @@ from tessera.shared.stow import (
     check_content_type,
     damaged_body_warning,
     failed_item,
+    read_stow_parts,
     response_status,
 )
 from tessera.shared.uids import read_uids
@@ -232,14 +232,7 @@ class StowSplit:
 
     async def _read(self, request: Request, parts: list[SplitPart]) -> None:
         s = self.settings
-        reader = read_parts(
-            request.stream(),
-            request.headers.get("content-type", ""),
-            spool_threshold=s.spool_threshold,
-            max_part_size=s.max_part_size,
-            max_total_size=s.max_request_size,
-            spool_dir=s.spool_dir or None,
-        )
+        reader = read_stow_parts(request.stream(), request.headers.get("content-type", ""), s)
         async with aclosing(reader):
             async for part in reader:
                 content_type = part.headers.get("content-type") or (

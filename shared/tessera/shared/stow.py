@@ -5,12 +5,30 @@ requests, and answer the same outcome with the same failure items, status and Wa
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator, AsyncIterable
 from typing import Any
 
 from tessera.shared.errors import UnsupportedMediaType
 from tessera.shared.mediatypes import parse_media_type
+from tessera.shared.multipart import Part, read_parts
+from tessera.shared.settings import Settings
 
 DICOM = "application/dicom"
+
+
+def read_stow_parts(
+    chunks: AsyncIterable[bytes], content_type: str, settings: Settings
+) -> AsyncGenerator[Part, None]:
+    """The parts of a STOW-RS body, read with the deployment's limits (spooling, the
+    largest part and request: 413 above them)."""
+    return read_parts(
+        chunks,
+        content_type,
+        spool_threshold=settings.spool_threshold,
+        max_part_size=settings.max_part_size,
+        max_total_size=settings.max_request_size,
+        spool_dir=settings.spool_dir or None,
+    )
 
 
 def check_content_type(value: str) -> None:

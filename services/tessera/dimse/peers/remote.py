@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from tessera.dimse.archive import _boundary, _write_part
+from tessera.dimse.archive import multipart_boundary, write_part
 from tessera.dimse.peers.registry import Peer
 
 PAGE = 500
@@ -216,8 +216,10 @@ class Remote:
                             if r.status_code in _RETRIED:
                                 raise httpx.TransportError(f"HTTP {r.status_code}")
                             self._ok(r)
-                        _write_part(
-                            r.iter_bytes(1 << 20), _boundary(r.headers.get("content-type", "")), out
+                        write_part(
+                            r.iter_bytes(1 << 20),
+                            multipart_boundary(r.headers.get("content-type", "")),
+                            out,
                         )
                 return out_path
             except (httpx.TransportError, OSError) as e:

@@ -363,9 +363,10 @@ class Transfer:
                     return
                 study = _value(row, "0020000D")
                 count = int(_value(row, "00201208") or 0)
-                if count and len(self.local_instances(study)) < count:
+                here = self.local_instances(study)  # one search here per study
+                if count and len(here) < count:
                     for series, sop, _ in self.remote.instances(study):
-                        if sop not in self.local_instances(study):
+                        if sop not in here:
                             self.progress.total += 1
                             self.pull_one((study, series, sop))
                             self._tick()
