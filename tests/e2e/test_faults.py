@@ -94,6 +94,14 @@ def serves(base_url: str) -> bool:
         return False
 
 
+def errors_logged(run: TesseraCluster) -> str:
+    """The cluster log's error lines with their tracebacks (what explains a 500)."""
+    lines = log(run).splitlines()
+    keep = [i for i, line in enumerate(lines) if " ERROR " in line or "Traceback" in line]
+    shown = sorted({i for j in keep[-3:] for i in range(j, min(j + 40, len(lines)))})
+    return "\n".join(lines[i] for i in shown)
+
+
 @dataclass
 class Readiness:
     """The router's /readyz sampled every 0.25 s in a thread: (time, status or 0)."""
@@ -191,7 +199,7 @@ def test_a_fault_under_load(run: TesseraCluster, load: Load, name: str, how: str
                           readiness.between(began, recovered)))  # fmt: skip
     allowed = ALLOWED | ({"refused"} if name == "router" else set())
     bad = [o for o in load.between(began, recovered + 1.0) if o.verdict not in allowed]
-    assert not bad, f"{name} {how}: clients saw {bad[:5]}"
+    assert not bad, f"{name} {how}: clients saw {bad[:5]}\n{errors_logged(run)}"
     if name in CHECKED:
         assert any(s != 200 for s in readiness.between(began, recovered)), (
             f"{name} {how}: /readyz said 200 all along"

@@ -75,6 +75,9 @@ async def test_error_after_the_response_started_is_not_hidden() -> None:
         redis.exceptions.TimeoutError("Timeout reading from socket"),
         ConnectionRefusedError(111, "Connection refused"),
         TimeoutError(),
+        # a query on a connection whose server went away (asyncpg 0.29: protocol.pyx)
+        asyncpg.exceptions.InterfaceError("cannot perform operation: connection is closed"),
+        OSError("Multiple exceptions: [Errno 111] Connect call failed ('127.0.0.1', 5432)"),
     ],
     ids=lambda e: type(e).__name__,
 )
@@ -112,3 +115,27 @@ async def test_a_guard_whose_dependency_is_down_is_503_with_cors_headers() -> No
         r = await c.get("/http-errors/guarded", headers={"Origin": "https://viewer.example"})
     assert r.status_code == 503 and int(r.headers["retry-after"]) > 0
     assert r.headers["access-control-allow-origin"] == "*"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        asyncpg.exceptions.InterfaceError(
+            "cannot perform operation: another operation is in progress"
+        ),
+        OSError(28, "No space left on device"),
+    ],
+    ids=["asyncpg-misuse", "ENOSPC"],
+)
+async def test_a_bug_or_a_local_failure_stays_500(error: Exception) -> None:
+    """Only what says a dependency is down or gone is a 503 (dependency_down); a misuse
+    of a connection is ours to fix, and says so as a 500."""
+
+    async def broken(request: Request) -> Response:
+        raise error
+
+    a = make_app([Route("/http-errors/broken", broken)])
+    transport = httpx.ASGITransport(app=a, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        r = await c.get("/http-errors/broken")
+    assert r.status_code == 500 and r.text == "internal error\n"

@@ -15,7 +15,7 @@ from tessera.retrieve.negotiation import (
     compressed_media_type,
     metadata_media_type,
 )
-from tessera.retrieve.streaming import until_sequence_delimiter
+from tessera.retrieve.streaming import OpenedPart, until_sequence_delimiter, whole_if_small
 from tessera.shared.errors import NotAcceptable, TesseraError
 from tessera.shared.mediatypes import parse_accept
 from tessera.shared.transcode import (
@@ -189,3 +189,20 @@ async def test_encapsulated_value_without_delimiter_fails():
         await _collect([_item(b"ab")])
     with pytest.raises(TesseraError, match="malformed"):
         await _collect([b"\x10\x00\x10\x00abcd"])
+
+
+async def _chunks(*chunks: bytes):
+    for c in chunks:
+        yield c
+
+
+@pytest.mark.parametrize("limit", [0, 3, 5, 6, 100])
+async def test_a_small_object_is_read_whole_a_large_one_streams_from_its_start(limit):
+    stream = _chunks(b"bc", b"de", b"f")
+    opened = OpenedPart(stream, b"a", content_type="image/jpeg")
+    body = await whole_if_small(opened, limit)
+    if limit >= 6:
+        assert body == b"abcdef"
+    else:
+        assert body is None
+        assert b"".join([c async for c in opened]) == b"abcdef"

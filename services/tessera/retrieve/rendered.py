@@ -37,7 +37,13 @@ from tessera.retrieve.context import Context, context
 from tessera.retrieve.queries import target_of
 from tessera.retrieve.render_params import choose_media_type, not_acceptable, rendering_query
 from tessera.retrieve.renderables import Renderable, renderables, representative
-from tessera.retrieve.streaming import ClosingStreamingResponse, OpenedPart, PartPipeline, open_part
+from tessera.retrieve.streaming import (
+    ClosingStreamingResponse,
+    OpenedPart,
+    PartPipeline,
+    open_part,
+    whole_if_small,
+)
 from tessera.shared.accept import accept_ranges
 from tessera.shared.auth.internal import principal_of
 from tessera.shared.errors import BadRequest, NotAcceptable, NotFound, ObjectNotFound, TesseraError
@@ -100,6 +106,13 @@ async def single(
         return Response(status_code=304, headers=headers)
     key = await ctx.renderer.key_for(inst.storage_key, frame, params)
     opened = await _open(ctx, key, params.media_type, None)
+    try:
+        body = await whole_if_small(opened)
+    except BaseException:
+        await opened.aclose()
+        raise
+    if body is not None:
+        return Response(body, media_type=params.media_type, headers=headers)
     return ClosingStreamingResponse(
         opened, close=opened.aclose, media_type=params.media_type, headers=headers
     )

@@ -120,8 +120,33 @@ class OpenedPart:
                 return first
         return await anext(self._stream)
 
+    def unread(self, data: bytes) -> None:
+        """Yield ``data`` first again (what was read since the last unread)."""
+        self._first = data
+
     async def aclose(self) -> None:
         await _aclose(self._stream)
+
+
+# a single-object answer up to this size is sent whole, with a Content-Length: the
+# router then reads it whole too, and a retrieve that dies mid-answer becomes a 503 there,
+# not a connection the client sees cut (a rendering, a thumbnail)
+WHOLE_ANSWER_LIMIT = 1024 * 1024
+
+
+async def whole_if_small(opened: OpenedPart, limit: int = WHOLE_ANSWER_LIMIT) -> bytes | None:
+    """The whole body of ``opened`` if it is at most ``limit`` bytes (and ``opened`` is
+    closed); else None, and ``opened`` still yields every byte from its start."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in opened:
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            opened.unread(b"".join(chunks))
+            return None
+    await opened.aclose()
+    return b"".join(chunks)
 
 
 Filter = Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]]

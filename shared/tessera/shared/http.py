@@ -10,6 +10,7 @@ may carry a payload describing it).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -68,10 +69,24 @@ DEPENDENCY_DOWN: tuple[type[BaseException], ...] = (
     TimeoutError,
 )
 RETRY_AFTER = 5
+# socket errors a connect can end in besides ConnectionError (asyncio's "Multiple
+# exceptions" when every address failed is a bare OSError with no errno)
+_SOCKET_ERRNOS = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL, None}
+
+
+def dependency_down(exc: BaseException) -> bool:
+    """Whether ``exc`` says that a dependency is down or gone, not that the code is wrong:
+    also asyncpg's InterfaceError for a connection its server closed under a query, and a
+    connect that failed on every address."""
+    if isinstance(exc, DEPENDENCY_DOWN):
+        return True
+    if isinstance(exc, asyncpg.InterfaceError):
+        return str(exc).endswith("connection is closed")
+    return type(exc) is OSError and exc.errno in _SOCKET_ERRNOS
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
-    if isinstance(exc, DEPENDENCY_DOWN):
+    if dependency_down(exc):
         log.warning("%s %s: a dependency is unavailable: %s", request.method, request.url.path, exc)
         return PlainTextResponse(
             "a dependency of this service is unavailable; try again\n",

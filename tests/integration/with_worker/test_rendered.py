@@ -95,6 +95,9 @@ async def test_jpeg_is_the_default_and_cacheable(retrieve):
     picture = image_of(r.content)
     assert (picture.format, picture.mode, picture.size) == ("JPEG", "L", (512, 512))
     assert r.headers["cache-control"] == "private, max-age=86400"
+    # sent whole with its length, so the router reads it whole too (a retrieve killed
+    # mid-answer is a 503 there, not a cut connection)
+    assert int(r.headers["content-length"]) == len(r.content)
     again = await client.get(
         ct.url + "/rendered", headers={"Accept": JPEG, "If-None-Match": r.headers["etag"]}
     )
