@@ -60,6 +60,7 @@ from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag, Tag
 from pydicom.valuerep import ISfloat, PersonName
 
+from tessera.shared import rawvalues
 from tessera.shared.errors import NotFound
 
 __all__ = [
@@ -94,6 +95,10 @@ _LARGE_VALUE_VRS = frozenset(
 )
 _INT_VRS = frozenset({"SL", "SS", "SV", "UL", "US", "UV", "US or SS"})
 _FLOAT_VRS = frozenset({"FL", "FD"})
+
+# the common elements' values are read from their bytes (:mod:`.rawvalues`), not through
+# pydicom; off only in the test that checks both ways agree
+_FROM_RAW_VALUES = True
 
 _TAG_RE = re.compile(r"[0-9A-F]{8}")
 _INDEX_RE = re.compile(r"0|[1-9][0-9]{0,8}")
@@ -293,6 +298,15 @@ def _encode_element(
             vr = _deferred_vr(ds, raw)
             if vr is not None and _is_bulk(vr, raw.length, ctx):
                 return {"vr": vr, "BulkDataURI": f"{ctx.prefix}/{path}"}
+        elif raw.VR in rawvalues.VRS and raw.value is not None and _FROM_RAW_VALUES:
+            vr = raw.VR
+            values = rawvalues.json_values(vr, raw.value, raw.is_little_endian)
+            if values is not None:
+                if not values:
+                    return {"vr": vr}
+                if stored_length is not None and _is_bulk(vr, stored_length, ctx):
+                    return {"vr": vr, "BulkDataURI": f"{ctx.prefix}/{path}"}
+                return {"vr": vr, "Value": values}
     try:
         elem = ds[tag]
         return _encode_value(elem, parents, path, stored_length, ctx)

@@ -35,8 +35,11 @@ class LocalStore(StoreBase):
 
     def _write(self, key: str, fp: IO[bytes], size: int) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TEMPORARY)
+        try:  # the folder is there but for the first object under it: no mkdir each time
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TEMPORARY)
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TEMPORARY)
         try:
             with os.fdopen(fd, "wb") as out:
                 remaining = size
