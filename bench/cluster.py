@@ -50,6 +50,14 @@ class TesseraCluster(ServerProcess):
     def versions(self) -> dict[str, str]:
         return versions()
 
+    def internal_authorization(self) -> str:
+        """An ``Authorization`` value the shard services accept (the router's credential,
+        signed with the run's secret): for diagnostics that bypass the router."""
+        from tessera.shared.auth.internal import SERVICE_PRINCIPAL, InternalCredential
+
+        secret = (self.data_dir / "state" / "secrets" / "internal-secret").read_text().strip()
+        return InternalCredential(secret).header(SERVICE_PRINCIPAL)
+
 
 def _answers_200(url: str) -> bool:
     try:

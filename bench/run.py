@@ -48,7 +48,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bench import cluster, ohif, report, workloads
+from bench import cluster, ohif, proccpu, report, summary, workloads
 from bench.dataset import GeneratedSet, Spec, ensure
 from bench.orthanc import OrthancProcess, start_orthanc
 
@@ -90,14 +90,15 @@ def _scratch(workdir: Path | None) -> Path:
 @contextmanager
 def target(
     name: str, args: argparse.Namespace, scratch: Path, facts: dict[str, Any]
-) -> Iterator[str]:
+) -> Iterator[tuple[str, proccpu.CpuProbe]]:
     """The DICOMweb base URL of ``name``: the running server given on the command line, or
     a fresh one of our own (started in a new folder under ``scratch``, stopped and deleted
-    afterwards). Versions and configuration go into ``facts``."""
+    afterwards), and what its processes have used of the CPU so far, by service (nothing
+    for a server of someone else's). Versions and configuration go into ``facts``."""
     external_url = args.orthanc_url if name == "orthanc" else args.tessera_url
     if external_url:
         workloads.check_loopback(external_url)
-        yield external_url.rstrip("/")
+        yield external_url.rstrip("/"), dict
         return
     folder = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=scratch))
     folder.chmod(0o711)
@@ -110,9 +111,16 @@ def target(
         env = ohif.viewer_env(args.viewer_dist) if args.ohif else None
         server = cluster.start_tessera(folder, env=env)
     log(f"{name} up in {time.perf_counter() - started:.1f}s (pid {server.pid}, {folder})")
+
+    def probe() -> dict[str, float]:
+        if isinstance(server, cluster.TesseraCluster):
+            log_text = server.log_path.read_text(errors="replace")
+            return proccpu.by_service(proccpu.tessera_services(log_text))
+        return {"Orthanc": proccpu.tree_cpu_seconds(server.pid)}
+
     try:
         facts["versions"].update(server.versions())
-        yield server.dicomweb_url
+        yield server.dicomweb_url, probe
     finally:
         server.stop()
         if not args.keep:
@@ -191,14 +199,29 @@ async def measure_reads(
 
 
 async def measure_stow(
-    url: str, mode: StowMode, bodies: list[workloads.StowBody], node: dict[str, Any]
+    url: str,
+    mode: StowMode,
+    bodies: list[workloads.StowBody],
+    node: dict[str, Any],
+    cpu: proccpu.CpuProbe = dict,
 ) -> None:
-    """Store the dataset once with ``mode`` and check the target now holds all of it."""
+    """Store the dataset once with ``mode`` and check the target now holds all of it; the
+    server CPU per stored instance, by service (issue 12)."""
+    before = cpu()
     result = await workloads.store(url, bodies, mode.concurrency)
-    node["stow"][mode.label] = result.summary()
+    used = proccpu.spent(before, cpu())
+    summary = result.summary()
+    if used and result.instances:
+        per = {k: round(1000 * v / result.instances, 2) for k, v in used.items() if v > 0}
+        summary["server_cpu_ms_per_instance"] = round(sum(per.values()), 2)
+        summary["server_cpu_ms_per_instance_by_service"] = dict(
+            sorted(per.items(), key=lambda kv: -kv[1])
+        )
+    node["stow"][mode.label] = summary
     log(
         f"  STOW {mode.label}: {result.instances_per_s:.1f} inst/s, {result.mb_per_s:.1f} MB/s"
-        f" ({result.failures} failures)"
+        f" ({result.failures} failures), server CPU"
+        f" {summary.get('server_cpu_ms_per_instance', '?')} ms/instance"
     )
     node["stored_after_stow"][mode.label] = await workloads.stored_counts(url)
 
@@ -270,7 +293,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         node["notes"].append(f"STOW {mode.label} not measured: {NOT_EMPTY}")
                         continue
                     with ExitStack() as this:
-                        url = (kept if last else this).enter_context(
+                        url, cpu = (kept if last else this).enter_context(
                             target(name, args, scratch, results)
                         )
                         node["url"] = urls[name] = url
@@ -278,7 +301,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                             node["notes"].append(f"STOW {mode.label} not measured: {NOT_EMPTY}")
                         else:
                             log(f"{name}: STOW {mode.label} ({len(bodies)} requests)")
-                            await measure_stow(url, mode, bodies, node)
+                            await measure_stow(url, mode, bodies, node, cpu)
                 del bodies
                 if last:
                     for name, measured in (await measure_reads(urls, data, args)).items():
@@ -335,7 +358,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--stow-modes",
-        default="1x4,1x16,25x4",
+        default="1x4,10x4,1x16,25x4",
         help="comma-separated <instances per request>x<clients>; reads run after the last",
     )
     parser.add_argument("--repetitions", type=int, help="timed requests per search (50)")
@@ -396,7 +419,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     try:
         args.modes = [StowMode.parse(m) for m in args.stow_modes.split(",")]
     except ValueError:
-        parser.error(f"--stow-modes {args.stow_modes!r}: expected e.g. 1x4,1x16,25x4")
+        parser.error(f"--stow-modes {args.stow_modes!r}: expected e.g. 1x4,10x4,25x4")
     if any(m.per_request < 1 or m.concurrency < 1 for m in args.modes):
         parser.error("--stow-modes: both numbers must be at least 1")
     return args
@@ -447,6 +470,11 @@ def main(argv: list[str] | None = None) -> int:
         log("WADO targets (bench/wado_run.py; --no-wado skips them)")
         wado_args = ["--quick"] if args.quick else []
         status |= wado_run.main([*wado_args, "--results", str(args.results)])
+        wado_json = args.results / "wado-latest.json"
+        if wado_json.is_file():  # issue 12's side-by-side, from both parts of this run
+            text = summary.markdown(results, json.loads(wado_json.read_text()))
+            print(text)
+            log(f"written {summary.write(text, args.results)}")
     return status
 
 

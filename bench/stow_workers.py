@@ -10,6 +10,8 @@ adds scheduling.
 
     .venv/bin/python bench/stow_workers.py                 # 8 studies: 400 instances
     .venv/bin/python bench/stow_workers.py --studies 4 --clients 8
+    .venv/bin/python bench/stow_workers.py --only 1x1 --profile bench/results
+                                                # + py-spy of router, ingest, index worker
 """
 
 from __future__ import annotations
@@ -23,78 +25,60 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import argparse
 import asyncio
 import os
-import re
 import shutil
 import tempfile
-from collections import defaultdict
 
+from bench import proccpu
 from bench.cluster import TesseraCluster, start_tessera
 from bench.dataset import Spec, ensure
+from bench.wado_run import Profiler
 from bench.workloads import store, stow_bodies
 
 CONFIGURATIONS = [(1, 1), (2, 1), (2, 2)]  # (ingest processes, router processes)
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _tree(pid: int) -> list[int]:
-    out = [pid]
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return out
-    for child in children:
-        out += _tree(int(child))
-    return out
-
-
-def _cpu(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
 
 
 def _names(cluster: TesseraCluster) -> dict[int, str]:
-    """PID -> service, from the supervisor's log (workers are counted with their parent)."""
-    log = cluster.log_path.read_text(errors="replace")
-    names = {int(p): n for n, p in re.findall(r"started (\S+) \(pid (\d+)\)", log)}
-    for kind, pattern in (
-        ("postgres", r"PostgreSQL \S+ \(pid (\d+)"),
-        ("redis", r"Redis \S+ \(pid (\d+)"),
-    ):
-        for p in re.findall(pattern, log):
-            names[int(p)] = kind
-    return names
+    return proccpu.tessera_services(cluster.log_path.read_text(errors="replace"))
 
 
 def cpu_by_service(cluster: TesseraCluster) -> dict[str, float]:
-    names = _names(cluster)
-    totals: dict[str, float] = defaultdict(float)
-    for top, name in names.items():
-        for pid in _tree(top):
-            totals[name] += _cpu(pid)
-    return totals
+    return proccpu.by_service(_names(cluster))
 
 
 def by_cpu(item: tuple[str, float]) -> float:
     return -item[1]
 
 
-def run(studies: int, clients: int) -> list[dict[str, object]]:
+PROFILED = ("router", "ingest", "index-worker")
+
+
+def run(
+    studies: int,
+    clients: int,
+    configurations: list[tuple[int, int]] = CONFIGURATIONS,
+    profile: Path | None = None,
+    gil: bool = False,
+) -> list[dict[str, object]]:
     data = ensure(Spec(studies=studies))
     bodies = stow_bodies(data.instances, 1)
     rows = []
-    for ingest, router in CONFIGURATIONS:
+    for ingest, router in configurations:
         root = Path(tempfile.mkdtemp(prefix="tessera-stow-workers-"))
         root.chmod(0o711)
         env = {"TESSERA_INGEST_WORKERS": str(ingest), "TESSERA_ROUTER_WORKERS": str(router)}
         cluster = start_tessera(root, timeout=300, env=env)
         try:
             before = cpu_by_service(cluster)
+            profiler = None
+            if profile is not None:
+                pids = {name: pid for pid, name in _names(cluster).items()}
+                profile.mkdir(parents=True, exist_ok=True)
+                prefix = f"stow-profile-{ingest}x{router}"
+                profiler = Profiler(pids, profile, PROFILED, prefix, gil)
             result = asyncio.run(store(cluster.dicomweb_url, bodies, clients))
             after = cpu_by_service(cluster)
-            spent = {k: v - before.get(k, 0.0) for k, v in after.items()}
+            hot = profiler.stop() if profiler else {}
+            spent = proccpu.spent(before, after)
         finally:
             cluster.stop()
             shutil.rmtree(root, ignore_errors=True)
@@ -109,6 +93,7 @@ def run(studies: int, clients: int) -> list[dict[str, object]]:
             "per_service_ms": {
                 k: round(1000 * v / n, 2) for k, v in sorted(spent.items(), key=by_cpu) if v > 0
             },
+            "profiles": hot,
         })  # fmt: skip
     return rows
 
@@ -117,8 +102,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--studies", type=int, default=8, help="studies of 2 x 25 instances")
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--only", action="append", metavar="INGESTxROUTER",
+                        help="only these configurations, e.g. 1x1 (repeatable)")  # fmt: skip
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="py-spy the router, ingest and index worker into DIR")  # fmt: skip
+    parser.add_argument("--gil", action="store_true",
+                        help="sample only threads holding the GIL (Python's CPU)")  # fmt: skip
     args = parser.parse_args(argv)
-    rows = run(args.studies, args.clients)
+    configurations = CONFIGURATIONS
+    if args.only:
+        configurations = [(int(a), int(b)) for a, b in (o.split("x") for o in args.only)]
+    rows = run(args.studies, args.clients, configurations, args.profile, args.gil)
     print(f"\nSTOW-RS, 1 instance per request, {args.clients} clients, {os.cpu_count()} cores")
     print("| ingest | router | inst/s | server CPU ms/instance | by service (ms) |")
     print("| --- | --- | --- | --- | --- |")
@@ -128,6 +122,12 @@ def main(argv: list[str] | None = None) -> int:
               f" {r['cpu_ms_per_instance']:.1f} | {services} |")  # fmt: skip
         if r["failed"]:
             print(f"  ({r['failed']} not stored)")
+    for r in rows:
+        for name, found in r["profiles"].items():  # type: ignore[attr-defined]
+            print(f"\npy-spy, {name} ({r['ingest']}x{r['router']}): {found['file']}")
+            print("| function | % self | % inclusive |\n| --- | --- | --- |")
+            for function, own, inclusive in found["hot"]:
+                print(f"| `{function}` | {own} | {inclusive} |")
     return 0
 
 

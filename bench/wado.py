@@ -203,6 +203,7 @@ async def frames(
     concurrency: int,
     native_size: int | None,
     server_pids: Mapping[str, int] | None = None,
+    authorization: str | None = None,
 ) -> FrameRun:
     """GET ``{path}/frames/1`` for every instance path, ``concurrency`` in flight on as
     many keep-alive connections (opened before the clock starts by a small search).
@@ -218,7 +219,8 @@ async def frames(
         connector=connector,
         auto_decompress=False,
         timeout=aiohttp.ClientTimeout(total=600, connect=10),
-        headers={"Accept-Encoding": "identity"},
+        headers={"Accept-Encoding": "identity"}
+        | ({"Authorization": authorization} if authorization else {}),
     )
     async with session:
         warm = [session.get(root + "/studies?limit=1") for _ in range(concurrency)]

@@ -56,6 +56,11 @@ def log(message: str) -> None:
     print(f"[wado {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+# native frames are also fetched this many at a time: 6, as a browser opens to one host
+# (OHIF's pool), and 1, a single frame's latency (issue 12)
+VIEWER_CONCURRENCY = (6, 1)
+
+
 def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -107,13 +112,18 @@ async def _frames(
     native_size: int | None,
     pids: dict[str, dict[str, int]],
     args: argparse.Namespace,
+    concurrency: int | None = None,
+    authorization: str | None = None,
 ) -> dict[str, Any]:
     """Frame passes alternating targets, with each server process's CPU per frame."""
     label = "native" if native_size else "JPEG 2000"
-    totals = {n: wado.FrameRun(args.concurrency) for n in urls}
+    concurrency = concurrency or args.concurrency
+    totals = {n: wado.FrameRun(concurrency) for n in urls}
     for n in range(args.frame_passes):
         for name in list(urls) if n % 2 == 0 else list(urls)[::-1]:
-            run = await wado.frames(urls[name], paths, args.concurrency, native_size, pids[name])
+            run = await wado.frames(
+                urls[name], paths, concurrency, native_size, pids[name], authorization
+            )
             totals[name].add(run)
             log(f"  {name} pass {n + 1}: {run.frames / run.seconds:.1f} frames/s ({label})")
     return {n: t.summary() for n, t in totals.items()}
@@ -161,19 +171,27 @@ def _retrieve(
     return out
 
 
-class _Profiler:
+class Profiler:
     """py-spy recording Tessera's router and retrieve while a phase runs: collapsed
     stacks (``wado-profile-<service>.txt``, for flamegraph.pl, inferno or speedscope)
     and the hottest functions, into the results."""
 
-    def __init__(self, pids: dict[str, int], folder: Path) -> None:
+    def __init__(
+        self,
+        pids: dict[str, int],
+        folder: Path,
+        names: tuple[str, ...] = ("router", "retrieve"),
+        prefix: str = "wado-profile",
+        gil: bool = False,
+    ) -> None:
         self.procs: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
         py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-        for name in ("router", "retrieve"):
+        for name in names:
             if name in pids:
-                out = folder / f"wado-profile-{name}.txt"
+                out = folder / f"{prefix}-{name}.txt"
                 argv = [py_spy, "record", "--pid", str(pids[name]), "--rate", "200",
-                        "--nonblocking", "--format", "raw", "-o", str(out)]  # fmt: skip
+                        "--subprocesses", "--nonblocking", "--format", "raw",
+                        "-o", str(out), *(["--gil"] if gil else [])]  # fmt: skip
                 self.procs[name] = (subprocess.Popen(argv, stdout=subprocess.DEVNULL), out)
 
     def stop(self) -> dict[str, Any]:
@@ -246,7 +264,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results["load_average"]["after rendered"] = _load()
 
         log(f"frames, {args.concurrency} in flight")
-        profiler = _Profiler(pids, args.results) if args.profile else None
+        profiler = Profiler(pids, args.results) if args.profile else None
         try:
             results["frames"] = {
                 "native": asyncio.run(
@@ -256,6 +274,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             if profiler:
                 results["profile"] = profiler.stop()
+        for few in VIEWER_CONCURRENCY:  # a viewer's few connections; one at a time
+            log(f"native frames, {few} in flight")
+            results["frames"][f"native_{few}"] = asyncio.run(
+                _frames(urls, native_paths, args.size**2 * 2, server_pids, args, few)
+            )
         if j2k != native:
             results["frames"]["jpeg2000"] = asyncio.run(
                 _frames(urls, _paths(data, j2k), None, server_pids, args)
@@ -265,7 +288,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             log("frames again, straight to Tessera's retrieve service (no router)")
             results["frames_direct"] = {
                 "native": asyncio.run(
-                    _frames(direct, native_paths, args.size**2 * 2, server_pids, args)
+                    _frames(
+                        direct,
+                        native_paths,
+                        args.size**2 * 2,
+                        server_pids,
+                        args,
+                        authorization=tessera.internal_authorization(),
+                    )
                 )["tessera"]
             }
         results["load_average"]["after frames"] = _load()

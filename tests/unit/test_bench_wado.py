@@ -159,7 +159,7 @@ def test_markdown_shows_targets_and_problems() -> None:
     results["problems"] = problems(results)
     text = markdown(results)
     assert "| warm p50 | 20.00 | 300.00 | 15.00× | 40 / 40 | ≥ 10×: met |" in text
-    assert "| native | 300.0 | 100.0 | 3.00× |" in text
+    assert "| native, 100 in flight | 300.0 | 100.0 | 3.00× |" in text
     assert "≥ 2×: met" in text
     assert "| warm | 1,000.0 | 500.0 | 250.0 | 2.00× | 0.50× | 3 | – / – |" in text
     assert results["problems"] == ["orthanc rendered cached: 1, ['x']"]
