@@ -167,7 +167,8 @@ async def retrieve_frames(request: Request) -> Response:
     pipeline = PartPipeline(numbers, open_one, window=window)
     await pipeline.start(whole_window=True)
     boundary = new_boundary()
-    response = pipeline.response(multipart_content_type(media_type, boundary), boundary)
+    answer_type = multipart_content_type(media_type, boundary)
+    response = await pipeline.small_response(answer_type, boundary)
     response.headers.update(headers)
     return response
 

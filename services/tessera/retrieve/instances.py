@@ -91,7 +91,11 @@ async def retrieve_instances(request: Request) -> Response:
     pipeline = PartPipeline(instances, open_one)
     await start_checked(ctx.store, pipeline, instances)
     boundary = new_boundary()
-    response = pipeline.response(multipart_content_type(PART_TYPE, boundary), boundary)
+    answer_type = multipart_content_type(PART_TYPE, boundary)
+    if len(instances) == 1:  # one instance: whole, with its length, if it is small
+        response: Response = await pipeline.small_response(answer_type, boundary)
+    else:  # a series, a study: streamed from its first byte
+        response = pipeline.response(answer_type, boundary)
     response.headers.update(headers)
     return response
 

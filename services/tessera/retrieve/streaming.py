@@ -33,7 +33,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Itera
 from typing import Any, Generic, TypeVar
 
 from starlette.background import BackgroundTask
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from tessera.shared.errors import TesseraError
@@ -275,6 +275,36 @@ class PartPipeline(Generic[T]):
             status_code=status_code,
             headers=headers,
         )
+
+    async def small_response(
+        self, media_type: str, boundary: str, *, limit: int = WHOLE_ANSWER_LIMIT
+    ) -> Response:
+        """:meth:`response`, but a body of at most ``limit`` bytes is read first and sent
+        whole with its Content-Length (a frame, a few frames): one write instead of a
+        stream, the router reads it whole too, and a part that fails is still the status."""
+        body = write_parts(self.parts(), boundary)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in body:
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > limit:
+                    return ClosingStreamingResponse(
+                        _after(chunks, body), close=self.aclose, media_type=media_type
+                    )
+        except BaseException:
+            await self.aclose()
+            raise
+        await self.aclose()
+        return Response(b"".join(chunks), media_type=media_type)
+
+
+async def _after(first: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    for chunk in first:
+        yield chunk
+    async for chunk in rest:
+        yield chunk
 
 
 async def until_sequence_delimiter(

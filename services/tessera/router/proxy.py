@@ -84,9 +84,11 @@ _NOT_DOWN_BYTES = frozenset(name.encode() for name in _NOT_DOWN)
 
 # Seconds a client is told to wait before retrying when a shard is down (RFC 9110 10.2.3).
 RETRY_AFTER = 5
-# An answer with a Content-Length up to this (a QIDO result, a STOW answer, metadata) is
-# read whole and sent in one piece: streaming it would cost more than its bytes do.
-WHOLE_BODY_LIMIT = 64 * 1024
+# An answer with a Content-Length up to this (a QIDO result, a STOW answer, metadata, a
+# frame, a rendering) is read whole and sent in one piece: streaming it costs more than its
+# bytes do (Starlette's streaming response runs a task group per answer and a pass through
+# every middleware per chunk). At most this much per request in flight is held.
+WHOLE_BODY_LIMIT = 1024 * 1024
 # What aiohttp buffers from the shard before it stops reading the socket: each chunk
 # relayed costs a pass through Starlette and uvicorn, so a WADO-RS study of hundreds of
 # MB goes down in what is buffered, up to about this, rather than in 64 KiB pieces.

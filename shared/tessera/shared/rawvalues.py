@@ -44,9 +44,7 @@ _INTEGER = re.compile(r"[+-]?[0-9]{1,9}")  # larger ones: pydicom decides (PS3.5
 _ESC = 0x1B
 
 #: the VRs :func:`json_values` may answer for
-VRS = frozenset(
-    {*_STRING_VRS, *_TEXT_VRS, *_SINGLE_TEXT_VRS, *_NUMBERS, "AE", "PN", "IS", "DS"}
-)
+VRS = frozenset({*_STRING_VRS, *_TEXT_VRS, *_SINGLE_TEXT_VRS, *_NUMBERS, "AE", "PN", "IS", "DS"})
 
 
 def json_values(vr: str, value: bytes, little_endian: bool) -> list[Any] | None:
