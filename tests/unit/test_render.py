@@ -239,3 +239,42 @@ def test_render_applies_region_then_viewport():
     picture = decoded(render(frame, params))
     assert picture.size == (50, 50)
     assert (np.asarray(picture) == 255).all()
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.uint16, np.int16])
+@pytest.mark.parametrize(
+    "how",
+    ["window", "exact", "sigmoid", "rescale", "monochrome1", "modality-lut", "voi-lut"],
+)
+def test_a_frame_through_the_value_table_is_the_frame_through_the_stages(dtype, how, monkeypatch):
+    """Issue 12: integer frames larger than their type's range go through a table of
+    every value (render._TABLE_DTYPES); the bytes are those of the stages themselves."""
+    from tessera.transcode import render as module
+
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(7)
+    pixels = rng.integers(info.min, info.max, size=(600, 600), endpoint=True, dtype=dtype)
+    window = {"exact": Window(40, 400, "linear-exact"), "sigmoid": Window(-5, 90, "sigmoid")}
+    lut = Lut(int(info.min) + 3, np.arange(0, 4096, 16, dtype=np.uint16), 12)
+    frame = Frame(
+        pixels,
+        "MONOCHROME1" if how == "monochrome1" else "MONOCHROME2",
+        8 * np.dtype(dtype).itemsize,
+        rescale=(1.5, -1024.0) if how == "rescale" else (1.0, 0.0),
+        modality_lut=lut if how == "modality-lut" else None,
+        windows=() if how == "voi-lut" else (Window(30, 350),),
+        voi_lut=lut if how == "voi-lut" else None,
+    )
+    asked = window.get(how)
+    direct = module._grayscale(frame, asked)
+    seen: list[int] = []
+    stages = module._grayscale
+    monkeypatch.setattr(
+        module, "_grayscale", lambda f, w: seen.append(f.pixels.size) or stages(f, w)
+    )
+    assert np.array_equal(to_display(frame, asked), direct)
+    assert seen == [256 ** np.dtype(dtype).itemsize]  # the table, not the frame
+    strided = frame.pixels[::2, ::2]  # a view: not contiguous
+    small = Frame(strided, frame.photometric, frame.bits_stored, frame.rescale,
+                  frame.modality_lut, frame.windows, frame.voi_lut)  # fmt: skip
+    assert np.array_equal(to_display(small, asked), module._grayscale(small, asked))

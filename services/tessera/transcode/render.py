@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
@@ -110,8 +110,27 @@ def voi(values: np.ndarray, frame: Frame, window: Window | None) -> np.ndarray:
     return full_range(values)
 
 
+# A frame of 8- or 16-bit integers goes through a table of every value its type holds
+# (65,536 entries at most): each grayscale stage is a function of the stored value alone,
+# so the table gives the very bytes the stages give over the pixels, without a float64
+# image of the frame (a 512 x 512 CT: ~8 of its ~14 ms). Not when the VOI stage is the
+# frame's own min..max (it depends on every pixel), nor for a frame smaller than the table.
+_TABLE_DTYPES = frozenset(np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16))
+
+
 def grayscale(frame: Frame, window: Window | None) -> np.ndarray:
     """A MONOCHROME1/2 frame as 8-bit gray (PS3.4 N.2.1)."""
+    pixels = frame.pixels
+    known_voi = window is not None or bool(frame.windows) or frame.voi_lut is not None
+    if pixels.dtype in _TABLE_DTYPES and known_voi and pixels.size > 256**pixels.itemsize:
+        unsigned = np.dtype(f"u{pixels.itemsize}")
+        every = np.arange(256**pixels.itemsize, dtype=unsigned).view(pixels.dtype)
+        table = _grayscale(replace(frame, pixels=every), window)
+        return table[pixels.view(unsigned)]
+    return _grayscale(frame, window)
+
+
+def _grayscale(frame: Frame, window: Window | None) -> np.ndarray:
     shown = voi(modality(frame), frame, window)
     if frame.photometric == "MONOCHROME1":  # minimum is white (PS3.3 C.7.6.3.1.2)
         shown = YMAX - shown
