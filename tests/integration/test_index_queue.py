@@ -107,3 +107,22 @@ async def test_wait_replies_collects_until_count_or_deadline(redis, shard):
     replies = await queue.wait_replies(key, 1, wait_seconds=1)
     assert replies[0].outcomes[0].outcome == "unchanged"
     assert await redis.ttl(key) == -2 or await redis.ttl(key) > 0  # never left without TTL
+
+
+async def test_the_answer_ends_the_writers_pins_in_the_same_step(redis, shard):
+    """IndexJob.unpin: the worker's answer and the unpinning of each instance's object
+    are one MULTI (the writer's pin lasts until its commit answered; storage.guard)."""
+    from tessera.shared.storage.guard import ObjectGuard, pin_key
+
+    guard = ObjectGuard(redis, shard, pin_ttl=60)
+    consumer = IndexConsumer(redis, shard, "w1")
+    await consumer.ensure_group()
+    job = _job(reply_key(shard, "r1"), n=2)
+    keys = [inst.storage_key for inst in job.instances]
+    for key in [*keys, keys[0]]:  # the first object pinned by two writers
+        await guard.pin(key)
+    reply = IndexReply(job.job_id, ())
+    await consumer.reply_and_ack([(job.reply_to, reply)], [], unpin=keys)
+    assert int(await redis.get(pin_key(shard, keys[0]))) == 1  # the other writer's
+    assert await redis.exists(pin_key(shard, keys[1])) == 0
+    assert await redis.llen(job.reply_to) == 1

@@ -91,10 +91,13 @@ class IndexWorker:
             log.exception("index batch failed; committing its %d job(s) one by one", len(jobs))
             outcomes = [await self._commit_alone(d.job) for d in jobs if d.job is not None]
         replies = []
+        unpin = []
         for d, job_outcomes in zip(jobs, outcomes, strict=True):
             assert d.job is not None
             replies.append((d.job.reply_to, IndexReply(d.job.job_id, job_outcomes)))
-        await self.consumer.reply_and_ack(replies, [d.entry_id for d in deliveries])
+            if d.job.unpin:
+                unpin += [inst.storage_key for inst in d.job.instances]
+        await self.consumer.reply_and_ack(replies, [d.entry_id for d in deliveries], unpin)
         metrics.INDEX_BATCH_LATENCY.observe(time.perf_counter() - started)
         metrics.INDEX_JOBS.labels("processed").inc(len(jobs))
         metrics.INDEX_JOBS.labels("unreadable").inc(len(unreadable))

@@ -206,6 +206,7 @@ class StoreInstances:
             reply_to=reply_to,
             instances=(inst,),
             duplicate_policy=self.settings.duplicate_policy,
+            unpin=True,  # by the worker, with its answer
         )
         try:
             await self.queue.send(job)
@@ -243,12 +244,9 @@ class StoreInstances:
         referenced: list[dict[str, Any]] = []
         for job_id, stored in sent.items():
             inst = stored.instance
+            # committed or refused: the worker unpinned it with its answer (IndexJob.unpin);
+            # no answer in time: the pin expires by itself
             outcome = outcomes.get(job_id)
-            if outcome is not None:  # committed or refused: its row needs no pin now
-                try:
-                    await self.guard.unpin(inst.storage_key)
-                except Exception as e:  # Redis gone meanwhile: the pin expires by itself
-                    log.warning("unpinning %s failed: %s", inst.storage_key, e)
             if outcome is None:
                 failed.append(
                     _Failed(

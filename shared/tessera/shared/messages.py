@@ -54,6 +54,9 @@ class IndexJob:
     reply_to: str
     instances: tuple[IndexInstance, ...]
     duplicate_policy: str = "reject"
+    # the writer pinned each instance's object (tessera.shared.storage.guard): the worker
+    # unpins them in the step that answers, one round trip less for the writer
+    unpin: bool = False
     v: int = INDEX_JOB_VERSION
 
     def dumps(self) -> bytes:

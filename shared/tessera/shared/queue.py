@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +23,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from tessera.shared.messages import IndexJob, IndexReply
+from tessera.shared.storage.guard import UNPIN, pin_key
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +111,10 @@ class IndexConsumer:
         self.stream = jobs_stream(shard)
         self.consumer = consumer
         self.claim_idle_ms = int(claim_idle * 1000)
+        # abandoned jobs are looked for this often, not before every read: a job is
+        # abandoned only after claim_idle seconds, and XAUTOCLAIM is a round trip
+        self.claim_every = min(1.0, claim_idle / 4)
+        self._claimed_at = -math.inf
         self._own_pending_done = False
 
     def reset(self) -> None:
@@ -128,9 +136,13 @@ class IndexConsumer:
             if entries:
                 return entries
             self._own_pending_done = True
-        claimed = await self._autoclaim(count)
-        if claimed:
-            return claimed
+        now = time.monotonic()
+        if now - self._claimed_at >= self.claim_every:
+            claimed = await self._autoclaim(count)
+            if claimed:
+                return claimed  # there may be more: look again next time
+            self._claimed_at = now
+        block = min(block, self.claim_every)  # back in time for the next look
         return await self._readgroup(">", count, int(block * 1000))
 
     async def _readgroup(self, start: str, count: int, block_ms: int | None) -> list[Delivery]:
@@ -160,13 +172,20 @@ class IndexConsumer:
         await self.reply_and_ack([(reply_to, reply)], [])
 
     async def reply_and_ack(
-        self, replies: list[tuple[str, IndexReply]], entry_ids: list[str]
+        self,
+        replies: list[tuple[str, IndexReply]],
+        entry_ids: list[str],
+        unpin: Sequence[str] = (),
     ) -> None:
         """Answer each ``(reply_to, reply)``, then acknowledge and drop ``entry_ids``: one
-        MULTI/EXEC, so one round trip for a whole batch (call only after its commit)."""
+        MULTI/EXEC, so one round trip for a whole batch (call only after its commit).
+        ``unpin``: storage keys whose writer's pin ends with this answer (the jobs asked
+        it, :attr:`IndexJob.unpin`; :mod:`tessera.shared.storage.guard`)."""
         if not replies and not entry_ids:
             return
         async with self.redis.pipeline(transaction=True) as p:
+            for storage_key in unpin:
+                p.eval(UNPIN, 1, pin_key(self.shard, storage_key))
             for key, reply in replies:
                 p.rpush(key, reply.dumps())
                 p.expire(key, REPLY_TTL)

@@ -8,7 +8,8 @@ about to reference. With it, in Redis (one per shard, keys named by shard):
 
 - a writer **pins** the object's key (``INCR pin``, ``EXPIRE``) *before* it asks the
   store whether the object exists, then waits while a remover **claims** the key; it
-  unpins (``DECR``) once its index commit has answered, whatever the answer;
+  unpins (``DECR``) once its index commit has answered, whatever the answer (ingest
+  asks the index worker to do it in the same step as the answer, :attr:`IndexJob.unpin`);
 - a remover **claims** the key (``SET claim NX EX``) *before* it checks the pin, and
   removes the object only if no pin exists; it releases the claim after.
 
@@ -32,7 +33,7 @@ CLAIM_TTL = 60  # seconds: a remover that died holding a claim holds it no longe
 _POLL = 0.05
 # one step, so that a pin taken between the decrement and the delete is not lost, and an
 # expired pin is not left at -1 for ever
-_UNPIN = "if redis.call('DECR', KEYS[1]) <= 0 then redis.call('DEL', KEYS[1]) end return 0"
+UNPIN = "if redis.call('DECR', KEYS[1]) <= 0 then redis.call('DEL', KEYS[1]) end return 0"
 
 
 def pin_key(shard: str, storage_key: str) -> str:
@@ -71,7 +72,7 @@ class ObjectGuard:
 
     async def unpin(self, storage_key: str) -> None:
         """One pin of ``storage_key`` less (its writer's row is committed, or refused)."""
-        await self.redis.eval(_UNPIN, 1, pin_key(self.shard, storage_key))
+        await self.redis.eval(UNPIN, 1, pin_key(self.shard, storage_key))
 
     async def claim(self, storage_key: str) -> bool:
         """The right to remove ``storage_key``: False if a writer pinned it or another
