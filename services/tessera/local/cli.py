@@ -74,9 +74,23 @@ def _ports(*preferred: int) -> list[int]:
     return chosen
 
 
+# environment variables a one-machine cluster picks by the cores it has when unset
+WORKER_SETTINGS = ("router_workers", "ingest_workers", "retrieve_workers")
+
+
+def default_workers(cores: int | None) -> int:
+    """Processes per HTTP service for a machine of ``cores`` cores: one per two cores, at
+    most four (the router, ingest, retrieve, their workers and PostgreSQL share them)."""
+    return max(1, min(4, (cores or 1) // 2))
+
+
 def cluster_settings(data: Path, database_url: str, redis_url: str, router_port: int) -> Settings:
     """Settings for every service of a one-machine cluster with its state in ``data``."""
     base = Settings.from_env()
+    workers = default_workers(os.cpu_count())
+    for name in WORKER_SETTINGS:
+        if f"TESSERA_{name.upper()}" not in os.environ:
+            base = dataclasses.replace(base, **{name: workers})
     names = federation.port_fields()  # every service port, metrics ones included
     router, *chosen = _ports(router_port, *(getattr(base, name) for name in names))
     ports: dict[str, Any] = dict(zip(names, chosen, strict=True))
