@@ -7,14 +7,23 @@ after the key, and whoever gets the lock second finds the object made. A lock wh
 holder died expires after :data:`LOCK_TIMEOUT` seconds; a task that waited longer than
 the transcode timeout does the work anyway rather than fail.
 
-The store and the Redis client are opened and closed inside the calling task's event
-loop (one ``asyncio.run`` per task), never shared across loops or forked processes.
+Tasks run their coroutine with :func:`run`: one event loop per worker thread (a
+prefork child has one), kept from task to task with the store and the Redis client
+opened on it, so a task does not pay a new loop, a new thread pool, a new Redis
+connection (redis-py reads its package metadata for each) and a new S3 client (issue 12:
+about half of a first rendering's time). Nothing is shared across threads or forked
+processes: a child process, or a thread, or other settings (tests), get their own.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+import os
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import LockError
@@ -33,10 +42,97 @@ LOCK_TIMEOUT = 600
 Make = Callable[[ObjectStore], Awaitable[bytes | str]]
 
 
+T = TypeVar("T")
+
+
+class _Loop:
+    """A worker thread's event loop and the clients opened on it."""
+
+    def __init__(self, key: tuple[int, str, str]) -> None:
+        self.key = key
+        self.runner = asyncio.Runner()
+        self.store: ObjectStore | None = None
+        self.redis: aioredis.Redis | None = None
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+        async def close_clients() -> None:
+            if self.redis is not None:
+                await self.redis.aclose()
+            if self.store is not None:
+                await self.store.close()
+
+        try:
+            self.runner.run(close_clients())
+        finally:
+            self.runner.close()
+
+
+_local = threading.local()
+_opened: list[_Loop] = []  # every loop of this process, closed when the worker stops
+_opened_lock = threading.Lock()
+
+
+def close_loops() -> None:
+    """Close the loops (and their clients) this process opened: at a worker's shutdown
+    (Celery's worker_process_shutdown in a prefork child, worker_shutdown otherwise),
+    once its tasks are done (never while a task runs on one of them)."""
+    with _opened_lock:
+        mine = [loop for loop in _opened if loop.key[0] == os.getpid()]
+        _opened[:] = []
+
+    def close_them() -> None:
+        for loop in mine:
+            with contextlib.suppress(Exception):
+                loop.close()
+
+    # in a thread of its own: the caller's thread may be running an event loop
+    closer = threading.Thread(target=close_them, name="close-task-loops")
+    closer.start()
+    closer.join()
+
+
+def run(settings: Settings, coroutine: Coroutine[Any, Any, T]) -> T:
+    """``coroutine``'s result, run on this thread's loop for ``settings`` (made, or made
+    again after a fork or for other settings, as needed)."""
+    key = (os.getpid(), settings.storage_url, settings.redis_url)
+    loop: _Loop | None = getattr(_local, "loop", None)
+    if loop is None or loop.key != key or loop.closed:
+        old = loop
+        if old is not None and old.key[0] == key[0] and not old.closed:  # ours: close it
+            with contextlib.suppress(Exception):
+                old.close()
+        loop = _local.loop = _Loop(key)
+        with _opened_lock:  # a parent's (before a fork) and the old one are not ours
+            _opened[:] = [x for x in _opened if x.key[0] == key[0] and x is not old]
+            _opened.append(loop)
+    return loop.runner.run(coroutine)
+
+
+def _clients(settings: Settings) -> tuple[ObjectStore, aioredis.Redis, bool]:
+    """The store and Redis client of this thread's loop (kept), or new ones for this
+    call only (True: close them after) when not run by :func:`run`."""
+    loop: _Loop | None = getattr(_local, "loop", None)
+    key = (os.getpid(), settings.storage_url, settings.redis_url)
+    if (
+        loop is None
+        or loop.key != key
+        or loop.closed
+        or loop.runner.get_loop() is not asyncio.get_running_loop()
+    ):
+        return open_store(settings), aioredis.Redis.from_url(settings.redis_url), True
+    if loop.store is None:
+        loop.store = open_store(settings)
+    if loop.redis is None:
+        loop.redis = aioredis.Redis.from_url(settings.redis_url)
+    return loop.store, loop.redis, False
+
+
 async def produce_once(settings: Settings, key: str, make: Make) -> str:
     """``key`` once the object under it exists, made by ``make`` if it did not."""
-    store = open_store(settings)
-    redis = aioredis.Redis.from_url(settings.redis_url)
+    store, redis, own = _clients(settings)
     try:
         if await store.exists(key):
             return key
@@ -65,5 +161,6 @@ async def produce_once(settings: Settings, key: str, make: Make) -> str:
                 except LockError:
                     log.warning("%s: the lock expired before the conversion ended", key)
     finally:
-        await redis.aclose()
-        await store.close()
+        if own:
+            await redis.aclose()
+            await store.close()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 
-from celery import Celery
+from celery import Celery, signals
 
 from tessera.shared.settings import Settings
 from tessera.shared.transcode import queue_name
@@ -68,6 +68,17 @@ def create_app(settings: Settings) -> TranscodeCelery:
 
     app.steps["worker"].add(Heartbeat)
     return app
+
+
+def _close_task_loops(**_: object) -> None:
+    from tessera.transcode.cache import close_loops
+
+    close_loops()
+
+
+# the tasks' event loops and clients (tessera.transcode.cache.run) end with the worker
+signals.worker_process_shutdown.connect(_close_task_loops, weak=False)
+signals.worker_shutdown.connect(_close_task_loops, weak=False)
 
 
 def settings_of(app: Celery) -> Settings:

@@ -31,7 +31,6 @@ retrieve); a frame number beyond the object's frames raises
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
 from typing import Any
@@ -53,7 +52,7 @@ from tessera.shared.transcode import FRAME_TARGETS as TARGETS
 from tessera.shared.transcode import FRAME_TASK, FrameLocation, FrameRequest
 from tessera.shared.transcode.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 from tessera.transcode.bad_data import DATA_ERRORS, refused_as
-from tessera.transcode.cache import produce_once
+from tessera.transcode.cache import produce_once, run
 from tessera.transcode.celery_app import settings_of
 from tessera.transcode.codecs import CODECS, check_source, encode_frame, pixel_format
 from tessera.transcode.frame_source import read_frame_dataset
@@ -78,8 +77,9 @@ def frame_to_transfer_syntax(self: Any, request: dict[str, Any]) -> str:
     settings = settings_of(self.app)
     req = FrameRequest.from_json(request)
     check_target(req.target_ts)  # refuse before any I/O
-    return asyncio.run(
-        frame_object(settings, req.storage_key, req.frame_number, req.target_ts, req.location)
+    return run(
+        settings,
+        frame_object(settings, req.storage_key, req.frame_number, req.target_ts, req.location),
     )
 
 

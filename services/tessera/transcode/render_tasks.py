@@ -15,7 +15,6 @@ a PDF asked as an image, an undecodable frame); a frame number out of range rais
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -29,7 +28,7 @@ from tessera.shared.storage import ObjectStore, rendered_key
 from tessera.shared.transcode import RENDER_TASK, RenderRequest
 from tessera.transcode import convert, render, render_source
 from tessera.transcode.bad_data import refused_as
-from tessera.transcode.cache import produce_once
+from tessera.transcode.cache import produce_once, run
 from tessera.transcode.celery_app import settings_of
 
 log = logging.getLogger(__name__)
@@ -40,7 +39,7 @@ def render_frame(self: Any, request: dict[str, Any]) -> str:
     """Key of the rendering a :class:`~tessera.shared.transcode.RenderRequest` asks for."""
     settings = settings_of(self.app)
     req = RenderRequest.from_json(request)  # refuse bad parameters before any I/O
-    return asyncio.run(render_object(settings, req.storage_key, req.frame_number, req.params))
+    return run(settings, render_object(settings, req.storage_key, req.frame_number, req.params))
 
 
 def rendition(data: bytes, frame_number: int, params: RenderParams) -> bytes:

@@ -19,7 +19,6 @@ shared across event loops or forked processes.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -30,7 +29,7 @@ from tessera.shared.storage import ObjectStore, derived_key
 from tessera.shared.transcode import TRANSCODE_TASK, TranscodeRequest
 from tessera.transcode import convert
 from tessera.transcode.bad_data import refused_as
-from tessera.transcode.cache import produce_once
+from tessera.transcode.cache import produce_once, run
 from tessera.transcode.celery_app import settings_of
 
 log = logging.getLogger(__name__)
@@ -43,7 +42,7 @@ def to_transfer_syntax(self: Any, request: dict[str, Any]) -> str:
     settings = settings_of(self.app)
     req = TranscodeRequest.from_json(request)
     convert.check_target(req.target_ts)  # refuse before any I/O
-    return asyncio.run(transcode_object(settings, req.storage_key, req.target_ts))
+    return run(settings, transcode_object(settings, req.storage_key, req.target_ts))
 
 
 async def transcode_object(settings: Settings, storage_key: str, target_ts: str) -> str:
