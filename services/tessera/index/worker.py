@@ -65,7 +65,11 @@ class IndexWorker:
                 if not grouped:
                     await self.consumer.ensure_group()
                     grouped = True
-                deliveries = await self.consumer.read(self.settings.index_batch_size, block=1.0)
+                size = self.settings.index_batch_size
+                deliveries = await self.consumer.read(size, block=1.0)
+                if deliveries and len(deliveries) < size and self.settings.index_linger > 0:
+                    await asyncio.sleep(self.settings.index_linger)
+                    deliveries += await self.consumer.read(size - len(deliveries), block=0)
                 if deliveries:
                     await self.process(deliveries)
                 backoff = 0.5

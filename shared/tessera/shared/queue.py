@@ -130,7 +130,8 @@ class IndexConsumer:
 
     async def read(self, count: int, block: float) -> list[Delivery]:
         """Up to ``count`` jobs: first our own unacknowledged ones (after a restart),
-        then jobs abandoned by dead consumers, then new ones (blocking ``block`` s)."""
+        then jobs abandoned by dead consumers, then new ones (blocking ``block`` s; 0:
+        only those already there)."""
         if not self._own_pending_done:
             entries = await self._readgroup("0", count, None)
             if entries:
@@ -143,7 +144,8 @@ class IndexConsumer:
                 return claimed  # there may be more: look again next time
             self._claimed_at = now
         block = min(block, self.claim_every)  # back in time for the next look
-        return await self._readgroup(">", count, int(block * 1000))
+        # BLOCK 0 would wait for ever: no block at all is what 0 means here
+        return await self._readgroup(">", count, int(block * 1000) or None)
 
     async def _readgroup(self, start: str, count: int, block_ms: int | None) -> list[Delivery]:
         # RESP2 reply: [(stream, [(entry_id, {field: value}), ...]), ...]

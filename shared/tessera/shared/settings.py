@@ -43,6 +43,10 @@ class Settings:
     index_timeout: float = 30.0
     # index worker batching
     index_batch_size: int = 64
+    # after a read that found fewer jobs than a batch, the index worker waits this many
+    # seconds for more before it commits: jobs of concurrent STOW requests share one
+    # transaction (one commit, one WAL flush, one count refresh) at the cost of this delay
+    index_linger: float = 0.002
     # a job held by a dead consumer for this long is claimed by another (seconds)
     index_claim_idle: float = 15.0
     # consumer name of an index worker in the consumer group; stable across restarts
