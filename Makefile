@@ -63,7 +63,7 @@ define apt_ensure
 	apt-get install -y -qq --no-install-recommends $$missing
 endef
 
-.PHONY: help deps deps-bench deps-test deps-browser deps-viewer viewer viewer-dir venv constraints run \
+.PHONY: help deps deps-bench deps-test deps-browser deps-viewer viewer viewer-dir venv constraints run big \
 	test chaos fuzz lint fmt bench _bench-script clean clean-data helm helm-check oidc-provider
 
 help: ## list the targets
@@ -143,6 +143,9 @@ test: deps deps-test deps-browser venv viewer oidc-provider helm-check ## run ev
 
 chaos: deps venv ## the fault suite, longer: 3 rounds of SIGKILL and 15 s SIGSTOP of each process under load (build/faults.json)
 	TESSERA_CHAOS=1 $(VENV)/bin/pytest -s tests/e2e/test_faults.py $(PYTEST_ARGS)
+
+big: deps venv ## a 1 GiB instance through the router both ways in bounded memory (make test: 256 MiB)
+	TESSERA_BIG=1 $(VENV)/bin/pytest -s tests/e2e/test_big_instance.py $(PYTEST_ARGS)
 
 fuzz: deps venv ## the read fuzzing, longer: FUZZ_EXAMPLES=2000 mutated corpus files, randomized
 	TESSERA_FUZZ_RANDOM=1 TESSERA_FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),2000) \
