@@ -25,6 +25,7 @@ from starlette.applications import Starlette
 from tessera.retrieve.app import create_app
 from tessera.shared.settings import Settings
 from tessera.transcode import render
+from tessera.transcode.cache import close_loops
 from tessera.transcode.celery_app import TranscodeCelery
 from tessera.transcode.celery_app import create_app as create_transcode_app
 from tests.support.servers import RedisDatabases
@@ -61,6 +62,7 @@ def worker_app(settings: Settings) -> Iterator[TranscodeCelery]:
         loglevel="CRITICAL",
     ):
         yield app
+    close_loops()  # the tasks' loops and clients (the worker_shutdown signal's job)
     app.close()
 
 

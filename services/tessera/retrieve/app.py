@@ -52,7 +52,7 @@ def create_app(settings: Settings) -> Starlette:
             yield
         finally:
             state.clear()
-            transcoder.close()
+            await client.aclose()
             await store.close()
             await pool.close()
 

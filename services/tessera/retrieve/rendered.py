@@ -104,7 +104,7 @@ async def single(
     headers = {"ETag": tag, "Cache-Control": CACHE_CONTROL}
     if _matches(request, tag):
         return Response(status_code=304, headers=headers)
-    key = await ctx.renderer.key_for(inst.storage_key, frame, params)
+    key = await ctx.renderer.key_for(inst.storage_key, frame, params, inst.transfer_syntax_uid)
     opened = await _open(ctx, key, params.media_type, None)
     try:
         body = await whole_if_small(opened)
@@ -127,7 +127,7 @@ async def multipart(
 
     async def open_one(item: tuple[Renderable, int, str]) -> OpenedPart:
         inst, frame, path = item
-        key = await ctx.renderer.key_for(inst.storage_key, frame, params)
+        key = await ctx.renderer.key_for(inst.storage_key, frame, params, inst.transfer_syntax_uid)
         return await _open(ctx, key, params.media_type, base + path)
 
     pipeline = PartPipeline(items, open_one)

@@ -31,8 +31,17 @@ class Renderer:
         """Where the rendering is (or will be) stored."""
         return rendered_key(storage_key, frame_number, params.digest(), params.extension)
 
-    async def key_for(self, storage_key: str, frame_number: int, params: RenderParams) -> str:
-        """The key of the rendered frame, rendering it first if it is not stored yet."""
+    async def key_for(
+        self,
+        storage_key: str,
+        frame_number: int,
+        params: RenderParams,
+        transfer_syntax: str | None = None,
+    ) -> str:
+        """The key of the rendered frame, rendering it first if it is not stored yet (an
+        uncompressed ``transfer_syntax``: through the render lane while it is served)."""
         request = RenderRequest(storage_key, frame_number, params)
         key = self.key(storage_key, frame_number, params)
-        return await self._derived.get(key, lambda: self.client.key_of(request))
+        return await self._derived.get(
+            key, lambda: self.client.render_key(request, transfer_syntax)
+        )

@@ -62,6 +62,3 @@ class Transcoder:
         request = FrameRequest(storage_key, frame_number, target_ts, location)
         key = derived_frame_key(storage_key, frame_number, target_ts)
         return await self._derived.get(key, lambda: self.client.key_of(request))
-
-    def close(self) -> None:
-        self.client.close()

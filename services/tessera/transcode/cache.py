@@ -26,7 +26,11 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import LockError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tessera.shared.settings import Settings
 from tessera.shared.storage import ObjectStore, open_store
@@ -75,6 +79,18 @@ _opened: list[_Loop] = []  # every loop of this process, closed when the worker 
 _opened_lock = threading.Lock()
 
 
+def _after_fork() -> None:
+    """A forked child (a prefork pool's) starts with no loop of its parent's threads, and
+    with a lock no thread of its own holds."""
+    global _local, _opened_lock
+    _local = threading.local()
+    _opened_lock = threading.Lock()
+    _opened.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
 def close_loops() -> None:
     """Close the loops (and their clients) this process opened: at a worker's shutdown
     (Celery's worker_process_shutdown in a prefork child, worker_shutdown otherwise),
@@ -92,6 +108,17 @@ def close_loops() -> None:
     closer = threading.Thread(target=close_them, name="close-task-loops")
     closer.start()
     closer.join()
+
+
+def close_own_loop() -> None:
+    """Close the calling thread's loop and clients (a thread that is about to end)."""
+    loop: _Loop | None = getattr(_local, "loop", None)
+    if loop is None or loop.closed or loop.key[0] != os.getpid():
+        return
+    with _opened_lock:
+        _opened[:] = [x for x in _opened if x is not loop]
+    with contextlib.suppress(Exception):
+        loop.close()
 
 
 def run(settings: Settings, coroutine: Coroutine[Any, Any, T]) -> T:
@@ -126,7 +153,13 @@ def _clients(settings: Settings) -> tuple[ObjectStore, aioredis.Redis, bool]:
     if loop.store is None:
         loop.store = open_store(settings)
     if loop.redis is None:
-        loop.redis = aioredis.Redis.from_url(settings.redis_url)
+        # kept from task to task: a connection Redis closed meanwhile (restarted) is
+        # opened again once, rather than failing the task that meets it
+        loop.redis = aioredis.Redis.from_url(
+            settings.redis_url,
+            retry=Retry(NoBackoff(), 1),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        )
     return loop.store, loop.redis, False
 
 

@@ -65,8 +65,10 @@ def create_app(settings: Settings) -> TranscodeCelery:
         worker_cancel_long_running_tasks_on_connection_loss=True,
     )
     from tessera.transcode.heartbeat import Heartbeat
+    from tessera.transcode.lane import Lane
 
     app.steps["worker"].add(Heartbeat)
+    app.steps["worker"].add(Lane)  # first renderings of uncompressed images, no Celery
     return app
 
 

@@ -131,6 +131,9 @@ class Settings:
     qido_extra_attributes: tuple[str, ...] = ()
     # transcode: seconds retrieve waits for a Celery task
     transcode_timeout: float = 60.0
+    # first renderings of uncompressed images through the render lane, not Celery
+    # (tessera.shared.transcode.lane): both retrieve and the transcode workers read it
+    transcode_lane: bool = True
     log_level: str = "info"
 
     # --- security (README "Security") ------------------------------------------------------

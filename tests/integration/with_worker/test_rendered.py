@@ -305,3 +305,45 @@ async def test_deeply_nested_sequences_render_and_past_the_limit_say_why(
         sys.setrecursionlimit(limit)
     assert r.status_code == 406, (r.status_code, r.text[:200])
     assert "nested too deeply" in r.text
+
+
+@pytest.fixture
+def lane_jobs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The storage keys the render lane's threads answered for (tessera.transcode.lane)."""
+    from tessera.transcode import lane
+
+    answered: list[str] = []
+    original = lane.answer
+
+    def counting(settings, job):  # type: ignore[no-untyped-def]
+        answered.append(job.request.storage_key)
+        return original(settings, job)
+
+    monkeypatch.setattr(lane, "answer", counting)
+    return answered
+
+
+async def test_a_first_rendering_of_an_uncompressed_image_takes_the_lane_not_celery(
+    retrieve, renders, lane_jobs
+):
+    """Issue 12 (tessera.shared.transcode.lane): no Celery round trip for a native image;
+    a compressed one (a decoder runs) is a Celery task, as every conversion is."""
+    app, client = retrieve
+    ct, ybr_jpeg = await store_files(app, [CT, YBR_JPEG])
+    await get_image(client, ct.url + "/rendered", window="40,401,linear")
+    assert len(lane_jobs) == 1 and renders.calls == 1
+    await get_image(client, ybr_jpeg.url + "/rendered", viewport="61,61")
+    assert len(lane_jobs) == 1 and renders.calls == 2
+    # the lane's answers for what cannot be rendered are the Celery path's
+    r = await client.get(ct.url + "/frames/2/rendered")
+    assert r.status_code == 404  # one frame only: refused before transcode is asked
+
+
+async def test_without_the_lane_the_same_rendering_goes_through_celery(
+    database, worker, renders, lane_jobs
+):
+    async for app, client in started(retrieve_settings(database, worker, transcode_lane=False)):
+        (ct,) = await store_files(app, [CT])
+        r = await get_image(client, ct.url + "/rendered", window="40,402,linear")
+        assert image_of(r.content).size == (512, 512)
+    assert lane_jobs == [] and renders.calls == 1

@@ -15,13 +15,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 
 import celery
 import celery.exceptions
 import kombu.exceptions
+import redis.asyncio as aioredis
 import redis.exceptions
+from redis.exceptions import RedisError
 
 from tessera.shared.errors import (
+    BadRequest,
     NotAcceptable,
     NotFound,
     ObjectNotFound,
@@ -29,7 +33,26 @@ from tessera.shared.errors import (
     TesseraError,
 )
 from tessera.shared.settings import Settings
-from tessera.shared.transcode.contract import HEARTBEAT, Request, alive_key, queue_name
+from tessera.shared.transcode.contract import (
+    HEARTBEAT,
+    RenderRequest,
+    Request,
+    alive_key,
+    queue_name,
+)
+from tessera.shared.transcode.lane import (
+    BAD_REQUEST,
+    MISSING,
+    NATIVE,
+    NOT_ACCEPTABLE,
+    PUSH_IF_ALIVE,
+    UNAVAILABLE,
+    LaneAnswer,
+    LaneJob,
+    lane_alive_key,
+    lane_key,
+    lane_reply_key,
+)
 
 # A Redis that is down must give a prompt 503, not a request held for Celery's default
 # ~20 reconnection attempts: few retries, short connect timeouts (seconds).
@@ -65,6 +88,9 @@ def _unreachable(exc: BaseException) -> bool:
     return isinstance(exc, errors)
 
 
+LANE_TIMEOUT = 15.0
+
+
 class _NoWorker(Exception):
     pass
 
@@ -80,6 +106,12 @@ class TranscodeClient:
         self.redis = redis.Redis.from_url(
             settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
         )
+        self.redis_url = settings.redis_url
+        self.lane = settings.transcode_lane
+        # a rendering of an uncompressed image takes milliseconds to a second or two, and
+        # a lane job lost with its worker is never answered: no longer than this
+        self.lane_timeout = min(self.timeout, LANE_TIMEOUT)
+        self._async: aioredis.Redis | None = None  # the lane's, made on first use
 
     def _check_alive(self) -> None:
         if not self.redis.exists(alive_key(self.shard)):
@@ -139,6 +171,68 @@ class TranscodeClient:
             raise TesseraError(f"{what} returned no object key ({value!r})")
         return value
 
+    async def render_key(self, request: RenderRequest, transfer_syntax: str | None) -> str:
+        """The key of a rendering: through the render lane for an uncompressed image
+        while a worker serves it (:mod:`.lane`), else as any request (:meth:`key_of`)."""
+        if self.lane and transfer_syntax in NATIVE:
+            key = await self._through_lane(request)
+            if key is not None:
+                return key
+        return await self.key_of(request)
+
+    async def _through_lane(self, request: RenderRequest) -> str | None:
+        """The key the lane answered, or None when no worker serves the lane."""
+        if self._async is None:
+            self._async = aioredis.from_url(
+                self.redis_url, socket_timeout=self.timeout + 5, socket_connect_timeout=2.0
+            )
+        reply_to = lane_reply_key(self.shard, uuid.uuid4().hex)
+        job = LaneJob(reply_to, request)
+        try:
+            pushed = await self._async.eval(
+                PUSH_IF_ALIVE, 2, lane_alive_key(self.shard), lane_key(self.shard), job.dumps()
+            )
+            if not pushed:
+                return None
+            got = await self._lane_answer(reply_to)
+        except RedisError as e:
+            raise ServiceUnavailable(f"transcode queue unreachable: {e}", retry_after=5) from None
+        what = request.describe()
+        if got is None:
+            raise ServiceUnavailable(
+                f"{what} did not finish within {self.lane_timeout:g}s", retry_after=5
+            )
+        answer = LaneAnswer.loads(got)
+        if answer.key:
+            return answer.key
+        if answer.error == NOT_ACCEPTABLE:
+            raise NotAcceptable(answer.reason)
+        if answer.error == BAD_REQUEST:
+            raise BadRequest(answer.reason)
+        if answer.error == UNAVAILABLE:
+            raise ServiceUnavailable(f"{what}: {answer.reason}", retry_after=5)
+        if answer.error == MISSING:
+            raise TesseraError(f"{what}: the stored object {request.storage_key} is missing")
+        raise TesseraError(f"{what} of {request.storage_key} failed: {answer.reason}")
+
+    async def _lane_answer(self, reply_to: str) -> bytes | str | None:
+        """The answer on ``reply_to``; None when none came within ``lane_timeout``, or as
+        soon as no worker serves the lane (killed, stopped: its job is lost with it)."""
+        assert self._async is not None
+        deadline = time.monotonic() + self.lane_timeout
+        while (left := deadline - time.monotonic()) > 0:
+            got = await self._async.blpop([reply_to], timeout=max(0.01, min(HEARTBEAT, left)))
+            if got is not None:
+                return got[1]
+            if not await self._async.exists(lane_alive_key(self.shard)):
+                return None
+        return None
+
     def close(self) -> None:
         self.app.close()
         self.redis.close()
+
+    async def aclose(self) -> None:
+        self.close()
+        if self._async is not None:
+            await self._async.aclose()
