@@ -65,6 +65,18 @@ async def test_error_after_the_response_started_is_not_hidden() -> None:
             await c.get("/http-errors/late")
 
 
+async def raising(error: Exception) -> httpx.Response:
+    """The answer of an app whose one route raises ``error``."""
+
+    async def handler(request: Request) -> Response:
+        raise error
+
+    a = make_app([Route("/http-errors/raising", handler)])
+    transport = httpx.ASGITransport(app=a, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        return await c.get("/http-errors/raising")
+
+
 @pytest.mark.parametrize(
     "error",
     [
@@ -85,13 +97,7 @@ async def test_a_dependency_that_is_down_is_503_with_retry_after(error: Exceptio
     """Issue 15: PostgreSQL or Redis down or restarting is a 503 the client may retry,
     not a 500; the body names no host, address or error detail."""
 
-    async def down(request: Request) -> Response:
-        raise error
-
-    a = make_app([Route("/http-errors/down", down)])
-    transport = httpx.ASGITransport(app=a, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-        r = await c.get("/http-errors/down")
+    r = await raising(error)
     assert r.status_code == 503
     assert int(r.headers["retry-after"]) > 0
     assert r.text == "a dependency of this service is unavailable; try again\n"
@@ -131,11 +137,5 @@ async def test_a_bug_or_a_local_failure_stays_500(error: Exception) -> None:
     """Only what says a dependency is down or gone is a 503 (dependency_down); a misuse
     of a connection is ours to fix, and says so as a 500."""
 
-    async def broken(request: Request) -> Response:
-        raise error
-
-    a = make_app([Route("/http-errors/broken", broken)])
-    transport = httpx.ASGITransport(app=a, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-        r = await c.get("/http-errors/broken")
+    r = await raising(error)
     assert r.status_code == 500 and r.text == "internal error\n"

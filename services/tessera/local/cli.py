@@ -87,10 +87,12 @@ def default_workers(cores: int | None) -> int:
 def cluster_settings(data: Path, database_url: str, redis_url: str, router_port: int) -> Settings:
     """Settings for every service of a one-machine cluster with its state in ``data``."""
     base = Settings.from_env()
-    workers = default_workers(os.cpu_count())
-    for name in WORKER_SETTINGS:
-        if f"TESSERA_{name.upper()}" not in os.environ:
-            base = dataclasses.replace(base, **{name: workers})
+    workers: dict[str, Any] = {
+        name: default_workers(os.cpu_count())
+        for name in WORKER_SETTINGS
+        if f"TESSERA_{name.upper()}" not in os.environ
+    }
+    base = dataclasses.replace(base, **workers)
     names = federation.port_fields()  # every service port, metrics ones included
     router, *chosen = _ports(router_port, *(getattr(base, name) for name in names))
     ports: dict[str, Any] = dict(zip(names, chosen, strict=True))
