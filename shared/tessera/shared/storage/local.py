@@ -20,7 +20,7 @@ _TEMPORARY = ".put-"  # what a file being written is named until it is renamed i
 
 def _close_opened(opening: asyncio.Future[Any]) -> None:
     if not opening.cancelled() and opening.exception() is None:
-        opening.result().close()
+        opening.result()[0].close()
 
 
 class LocalStore(StoreBase):
@@ -74,12 +74,25 @@ class LocalStore(StoreBase):
     async def get_bytes(self, key: str, start: int = 0, length: int | None = None) -> bytes:
         return await asyncio.to_thread(self._read, key, start, length)
 
+    def _open_first(self, key: str, start: int, n: int) -> tuple[IO[bytes], bytes]:
+        """The open file at ``start`` and its first ``n`` bytes: one thread hop for both
+        (an object no longer than a chunk, a frame, an instance, is then read whole)."""
+        f = open(self._path(key), "rb")  # closed by stream()
+        try:
+            if start:
+                f.seek(start)
+            return f, f.read(n)
+        except BaseException:
+            f.close()
+            raise
+
     async def stream(
         self, key: str, start: int = 0, length: int | None = None, chunk_size: int = CHUNK
     ) -> AsyncIterator[bytes]:
-        opening = asyncio.ensure_future(asyncio.to_thread(open, self._path(key), "rb"))
+        n = chunk_size if length is None else min(chunk_size, length)
+        opening = asyncio.ensure_future(asyncio.to_thread(self._open_first, key, start, n))
         try:
-            f = await asyncio.shield(opening)
+            f, block = await asyncio.shield(opening)
         except FileNotFoundError:
             raise ObjectNotFound(f"no object {key}") from None
         except asyncio.CancelledError:
@@ -87,17 +100,15 @@ class LocalStore(StoreBase):
             opening.add_done_callback(_close_opened)
             raise
         try:
-            if start:
-                f.seek(start)
             remaining = length
-            while remaining is None or remaining > 0:
-                n = chunk_size if remaining is None else min(chunk_size, remaining)
-                block = await asyncio.to_thread(f.read, n)
-                if not block:
-                    break
+            while block:
                 if remaining is not None:
                     remaining -= len(block)
                 yield block
+                if len(block) < n or (remaining is not None and remaining <= 0):
+                    break  # a short read of a file is its end
+                n = chunk_size if remaining is None else min(chunk_size, remaining)
+                block = await asyncio.to_thread(f.read, n)
         finally:
             f.close()
 
