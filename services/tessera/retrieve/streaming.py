@@ -137,16 +137,24 @@ WHOLE_ANSWER_LIMIT = 1024 * 1024
 async def whole_if_small(opened: OpenedPart, limit: int = WHOLE_ANSWER_LIMIT) -> bytes | None:
     """The whole body of ``opened`` if it is at most ``limit`` bytes (and ``opened`` is
     closed); else None, and ``opened`` still yields every byte from its start."""
+    chunks, ended = await _read_up_to(opened, limit)
+    if not ended:
+        opened.unread(b"".join(chunks))
+        return None
+    await opened.aclose()
+    return b"".join(chunks)
+
+
+async def _read_up_to(body: AsyncIterator[bytes], limit: int) -> tuple[list[bytes], bool]:
+    """The chunks of ``body`` until it ends (True) or they pass ``limit`` bytes (False)."""
     chunks: list[bytes] = []
     size = 0
-    async for chunk in opened:
+    async for chunk in body:
         chunks.append(chunk)
         size += len(chunk)
         if size > limit:
-            opened.unread(b"".join(chunks))
-            return None
-    await opened.aclose()
-    return b"".join(chunks)
+            return chunks, False
+    return chunks, True
 
 
 Filter = Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]]
@@ -283,19 +291,15 @@ class PartPipeline(Generic[T]):
         whole with its Content-Length (a frame, a few frames): one write instead of a
         stream, the router reads it whole too, and a part that fails is still the status."""
         body = write_parts(self.parts(), boundary)
-        chunks: list[bytes] = []
-        size = 0
         try:
-            async for chunk in body:
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > limit:
-                    return ClosingStreamingResponse(
-                        _after(chunks, body), close=self.aclose, media_type=media_type
-                    )
+            chunks, ended = await _read_up_to(body, limit)
         except BaseException:
             await self.aclose()
             raise
+        if not ended:
+            return ClosingStreamingResponse(
+                _after(chunks, body), close=self.aclose, media_type=media_type
+            )
         await self.aclose()
         return Response(b"".join(chunks), media_type=media_type)
 

@@ -52,7 +52,7 @@ T = TypeVar("T")
 class _Loop:
     """A worker thread's event loop and the clients opened on it."""
 
-    def __init__(self, key: tuple[int, str, str]) -> None:
+    def __init__(self, key: tuple[str, str]) -> None:
         self.key = key
         self.runner = asyncio.Runner()
         self.store: ObjectStore | None = None
@@ -80,8 +80,8 @@ _opened_lock = threading.Lock()
 
 
 def _after_fork() -> None:
-    """A forked child (a prefork pool's) starts with no loop of its parent's threads, and
-    with a lock no thread of its own holds."""
+    """A forked child (a prefork pool's) starts with no loop of its parent's threads (so
+    none is ever shared across processes), and with a lock no thread of its own holds."""
     global _local, _opened_lock
     _local = threading.local()
     _opened_lock = threading.Lock()
@@ -96,8 +96,7 @@ def close_loops() -> None:
     (Celery's worker_process_shutdown in a prefork child, worker_shutdown otherwise),
     once its tasks are done (never while a task runs on one of them)."""
     with _opened_lock:
-        mine = [loop for loop in _opened if loop.key[0] == os.getpid()]
-        _opened[:] = []
+        mine, _opened[:] = list(_opened), []
 
     def close_them() -> None:
         for loop in mine:
@@ -113,7 +112,7 @@ def close_loops() -> None:
 def close_own_loop() -> None:
     """Close the calling thread's loop and clients (a thread that is about to end)."""
     loop: _Loop | None = getattr(_local, "loop", None)
-    if loop is None or loop.closed or loop.key[0] != os.getpid():
+    if loop is None or loop.closed:
         return
     with _opened_lock:
         _opened[:] = [x for x in _opened if x is not loop]
@@ -124,16 +123,13 @@ def close_own_loop() -> None:
 def run(settings: Settings, coroutine: Coroutine[Any, Any, T]) -> T:
     """``coroutine``'s result, run on this thread's loop for ``settings`` (made, or made
     again after a fork or for other settings, as needed)."""
-    key = (os.getpid(), settings.storage_url, settings.redis_url)
+    key = (settings.storage_url, settings.redis_url)
     loop: _Loop | None = getattr(_local, "loop", None)
     if loop is None or loop.key != key or loop.closed:
-        old = loop
-        if old is not None and old.key[0] == key[0] and not old.closed:  # ours: close it
-            with contextlib.suppress(Exception):
-                old.close()
+        if loop is not None:  # other settings (tests): this thread's old loop goes
+            close_own_loop()
         loop = _local.loop = _Loop(key)
-        with _opened_lock:  # a parent's (before a fork) and the old one are not ours
-            _opened[:] = [x for x in _opened if x.key[0] == key[0] and x is not old]
+        with _opened_lock:
             _opened.append(loop)
     return loop.runner.run(coroutine)
 
@@ -142,7 +138,7 @@ def _clients(settings: Settings) -> tuple[ObjectStore, aioredis.Redis, bool]:
     """The store and Redis client of this thread's loop (kept), or new ones for this
     call only (True: close them after) when not run by :func:`run`."""
     loop: _Loop | None = getattr(_local, "loop", None)
-    key = (os.getpid(), settings.storage_url, settings.redis_url)
+    key = (settings.storage_url, settings.redis_url)
     if (
         loop is None
         or loop.key != key
