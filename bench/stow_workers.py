@@ -58,9 +58,10 @@ def run(
     configurations: list[tuple[int, int]] = CONFIGURATIONS,
     profile: Path | None = None,
     gil: bool = False,
+    per_request: int = 1,
 ) -> list[dict[str, object]]:
     data = ensure(Spec(studies=studies))
-    bodies = stow_bodies(data.instances, 1)
+    bodies = stow_bodies(data.instances, per_request)
     rows = []
     for ingest, router in configurations:
         root = Path(tempfile.mkdtemp(prefix="tessera-stow-workers-"))
@@ -87,7 +88,7 @@ def run(
             "ingest": ingest,
             "router": router,
             "instances": result.instances,
-            "failed": len(bodies) - result.instances,
+            "failed": sum(b.instances for b in bodies) - result.instances,
             "inst_per_s": result.instances / result.seconds,
             "cpu_ms_per_instance": 1000 * sum(spent.values()) / n,
             "per_service_ms": {
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--studies", type=int, default=8, help="studies of 2 x 25 instances")
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--per-request", type=int, default=1, help="instances per request")
     parser.add_argument("--only", action="append", metavar="INGESTxROUTER",
                         help="only these configurations, e.g. 1x1 (repeatable)")  # fmt: skip
     parser.add_argument("--profile", type=Path, metavar="DIR",
@@ -112,8 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     configurations = CONFIGURATIONS
     if args.only:
         configurations = [(int(a), int(b)) for a, b in (o.split("x") for o in args.only)]
-    rows = run(args.studies, args.clients, configurations, args.profile, args.gil)
-    print(f"\nSTOW-RS, 1 instance per request, {args.clients} clients, {os.cpu_count()} cores")
+    rows = run(args.studies, args.clients, configurations, args.profile, args.gil, args.per_request)
+    print(
+        f"\nSTOW-RS, {args.per_request} instance(s) per request, {args.clients} clients,"
+        f" {os.cpu_count()} cores"
+    )
     print("| ingest | router | inst/s | server CPU ms/instance | by service (ms) |")
     print("| --- | --- | --- | --- | --- |")
     for r in rows:

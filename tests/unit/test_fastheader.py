@@ -1,0 +1,149 @@
+"""The fast header reader (tessera.shared.fastheader, issue 12) answers exactly what the
+pydicom way answers, or declines: every file of the test corpus, with several bulk data
+thresholds, and damaged copies of some (truncated anywhere, a length or a byte changed),
+where the pydicom way refusing a file means the fast reader must have declined it."""
+
+from __future__ import annotations
+
+import io
+import random
+import struct
+from pathlib import Path
+
+import pytest
+
+from tessera.shared import dicomfile
+from tessera.shared.boundedio import BoundedReader
+from tessera.shared.dicomfile import ParsedInstance, parse_instance
+from tessera.shared.errors import InvalidInstance
+
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus"
+FILES = sorted(p for p in CORPUS.rglob("*.dcm"))
+# explicit VR little endian files of several kinds the fast reader must take: native and
+# encapsulated pixel data, multi-frame, sequences (defined and undefined lengths), bulk data
+TAKEN = [
+    "TransferSyntaxes/1.2.840.10008.1.2.1.dcm",
+    "TransferSyntaxes/1.2.840.10008.1.2.4.91.dcm",
+    "Knee/T1/IM-0001-0001.dcm",
+    "DicomSeg.dcm",
+    "MultiframeWindowing.dcm",
+    "Issue16.dcm",
+    "2020-09-11-Christopher-ELSCINT1-Raw.dcm",
+    "Issue22-NoPixelData.dcm",
+    "sample-pdf.dcm",
+]
+
+
+def fast(data: bytes, **kw) -> ParsedInstance | None:
+    limit = kw.get("max_value_size", 256 << 20)
+    return dicomfile._parse_fast(
+        io.BytesIO(data),
+        BoundedReader(io.BytesIO(data), limit),
+        max_value_size=limit,
+        bulk_base=kw.get("bulk_base", "").rstrip("/"),  # as parse_instance passes it
+        bulk_data_threshold=kw.get("bulk_data_threshold", 1024),
+        large_value_threshold=kw.get("large_value_threshold", 1 << 20),
+    )
+
+
+def slow(data: bytes, monkeypatch, **kw) -> ParsedInstance | InvalidInstance:
+    with monkeypatch.context() as m:
+        m.setattr(dicomfile, "_parse_fast", lambda *a, **k: None)
+        try:
+            return parse_instance(io.BytesIO(data), **kw)
+        except InvalidInstance as e:
+            return e
+
+
+def assert_alike(data: bytes, monkeypatch, **kw) -> ParsedInstance | None:
+    answer = fast(data, **kw)
+    expected = slow(data, monkeypatch, **kw)
+    if isinstance(expected, InvalidInstance):
+        assert answer is None, f"the pydicom way refuses it ({expected.message})"
+    elif answer is not None:
+        assert answer == expected
+        assert list(answer.metadata) == list(expected.metadata)  # the same order too
+    return answer
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(CORPUS)))
+def test_every_corpus_file_reads_alike(path, monkeypatch):
+    data = path.read_bytes()
+    assert_alike(data, monkeypatch)
+    assert_alike(data, monkeypatch, bulk_base="https://h/dicomweb/")
+    assert_alike(data, monkeypatch, bulk_data_threshold=16, large_value_threshold=24)
+    assert_alike(data, monkeypatch, bulk_data_threshold=0, large_value_threshold=None)
+
+
+@pytest.mark.parametrize("name", TAKEN)
+def test_common_files_take_the_fast_way(name, monkeypatch):
+    data = (CORPUS / name).read_bytes()
+    assert assert_alike(data, monkeypatch) is not None
+    expected = slow(data, monkeypatch)
+    # and parse_instance uses it: pydicom is not asked
+    with monkeypatch.context() as m:
+        m.setattr(dicomfile, "dcmread", _no_pydicom)
+        assert parse_instance(io.BytesIO(data)) == expected
+
+
+def _no_pydicom(*args, **kwargs):
+    raise AssertionError("read with pydicom")
+
+
+def _element_offsets(data: bytes) -> list[int]:
+    """Offsets of the top-level element headers after the File Meta (explicit VR LE)."""
+    offsets, pos = [], 132
+    while pos + 8 <= len(data):
+        offsets.append(pos)
+        group, _element = struct.unpack_from("<HH", data, pos)
+        vr = data[pos + 4 : pos + 6]
+        if vr in (b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"):
+            (length,) = struct.unpack_from("<L", data, pos + 8)
+            if length == 0xFFFFFFFF or group == 0x7FE0:
+                break
+            pos += 12 + length
+        else:
+            pos += 8 + struct.unpack_from("<H", data, pos + 6)[0]
+    return offsets
+
+
+DAMAGED = ["TransferSyntaxes/1.2.840.10008.1.2.1.dcm", "Issue16.dcm", "DicomSeg.dcm"]
+
+
+@pytest.mark.parametrize("name", DAMAGED)
+def test_truncated_copies_read_alike_or_are_declined(name, monkeypatch):
+    data = (CORPUS / name).read_bytes()
+    offsets = _element_offsets(data)
+    cuts = {0, 100, 131, 132, 140, len(data) - 1, len(data) - 2}
+    for pos in offsets[:: max(1, len(offsets) // 25)]:
+        cuts.update({pos, pos + 3, pos + 9})
+    for cut in sorted(c for c in cuts if 0 <= c < len(data)):
+        assert_alike(data[:cut], monkeypatch)
+
+
+@pytest.mark.parametrize("name", DAMAGED)
+def test_changed_bytes_read_alike_or_are_declined(name, monkeypatch):
+    data = (CORPUS / name).read_bytes()
+    rng = random.Random(12)
+    offsets = _element_offsets(data)
+    for pos in offsets:  # every top-level element's VR and length
+        for at, value in ((pos + 4, b"XX"), (pos + 4, b"UN"), (pos + 6, b"\xff\xff")):
+            assert_alike(data[:at] + value + data[at + len(value) :], monkeypatch)
+    end = offsets[-1] if offsets else 1024
+    for _ in range(60):  # anywhere in the header
+        at = rng.randrange(132, end)
+        changed = bytearray(data)
+        changed[at] = rng.randrange(256)
+        assert_alike(bytes(changed), monkeypatch)
+
+
+def test_a_latin1_text_is_left_to_pydicom(monkeypatch):
+    data = (CORPUS / "Brainix/Flair/IM-0001-0001.dcm").read_bytes()
+    assert fast(data) is None
+    assert isinstance(slow(data, monkeypatch), ParsedInstance)
+
+
+def test_a_value_bound_below_what_the_fast_way_reads_leaves_it_to_pydicom(monkeypatch):
+    data = (CORPUS / "TransferSyntaxes/1.2.840.10008.1.2.1.dcm").read_bytes()
+    assert fast(data, max_value_size=64) is None
+    assert isinstance(slow(data, monkeypatch, max_value_size=64), InvalidInstance)
