@@ -146,6 +146,18 @@ async def test_a_refused_instance_does_not_leave_its_new_series_behind(conn):
     assert await conn.fetchval("SELECT count(*) FROM change_feed") == 1
 
 
+async def test_a_refused_last_instance_leaves_its_neighbours_written_once(conn):
+    # the batch is first written without savepoints: the refusal rolls it all back, and
+    # it is written again instance by instance
+    refused = replace(_inst("1.3", sha="c" * 64), rows=2**40)
+    batch = [_inst("1.1", sha="a" * 64), _inst("1.2", sha="b" * 64), refused]
+    out = await index_instances(conn, batch)
+    assert [o.outcome for o in out] == ["stored", "stored", "failed"]
+    assert await conn.fetchval("SELECT number_of_instances FROM series") == 2
+    assert await conn.fetchval("SELECT count(*) FROM instance") == 2
+    assert await conn.fetchval("SELECT count(*) FROM change_feed") == 2
+
+
 async def test_another_patient_in_a_series_of_the_batch_is_still_upserted(conn):
     out = await index_instances(
         conn, [_inst("1.1", sha="a" * 64), _inst("1.2", sha="b" * 64, name="Roe^Jane")]

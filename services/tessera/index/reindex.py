@@ -120,7 +120,7 @@ async def reindex(
                 updates = [
                     (
                         r["pk"],
-                        json.dumps(build(_clean(json.loads(r["metadata"]))), ensure_ascii=False),
+                        json.dumps(build(_clean(json.loads(r["metadata"]))[0]), ensure_ascii=False),
                     )
                     for r in batch
                     if r["metadata"] is not None
