@@ -156,8 +156,7 @@ async def _index_one(
     if known is not None:
         study_pk, series_pk = known[2], known[3]
     else:
-        study_pk = await _upsert_study(conn, inst, md, patient, touched.layout)
-        series_pk = await _upsert_series(conn, inst, md, study_pk, touched.layout)
+        study_pk, series_pk = await _upsert_study_series(conn, inst, md, patient, touched.layout)
     # the change feed row is written by the same statement, only if the row is inserted
     pk = await conn.fetchval(
         """WITH ins AS (
@@ -230,30 +229,40 @@ def _patient_key(md: dict) -> str:
     return hashlib.sha256("\x1f".join((pid, issuer, name, birth)).encode()).hexdigest()
 
 
-async def _upsert_study(
+async def _upsert_study_series(
     conn: asyncpg.Connection, inst: IndexInstance, md: dict, key: str, layout: Layout
-) -> int:
-    patient_pk = await conn.fetchval(
-        """INSERT INTO patient (patient_key, patient_id, issuer_of_patient_id, patient_name,
-               patient_birth_date, patient_sex)
-           VALUES ($1,$2,$3,$4,$5,$6)
-           ON CONFLICT (patient_key) DO UPDATE SET patient_key = EXCLUDED.patient_key
-           RETURNING pk""",
+) -> tuple[int, int]:
+    """The patient, study and series rows of ``inst`` (inserted, or the existing ones:
+    an existing study keeps its patient), in one statement: their (study pk, series pk)."""
+    row = await conn.fetchrow(
+        """WITH p AS (
+             INSERT INTO patient (patient_key, patient_id, issuer_of_patient_id, patient_name,
+                 patient_birth_date, patient_sex)
+             VALUES ($1,$2,$3,$4,$5,$6)
+             ON CONFLICT (patient_key) DO UPDATE SET patient_key = EXCLUDED.patient_key
+             RETURNING pk
+           ), st AS (
+             INSERT INTO study (study_instance_uid, patient_pk, study_date, study_time,
+                 accession_number, study_id, study_description, referring_physician_name, attrs)
+             SELECT $7, p.pk, $8, $9, $10, $11, $12, $13, $14::text::jsonb FROM p
+             ON CONFLICT (study_instance_uid) DO UPDATE SET updated_at = now()
+             RETURNING pk
+           ), se AS (
+             INSERT INTO series (series_instance_uid, study_pk, modality, series_number,
+                 series_description, performed_procedure_step_start_date,
+                 performed_procedure_step_start_time, attrs)
+             SELECT $15, st.pk, $16, $17, $18, $19, $20, $21::text::jsonb FROM st
+             ON CONFLICT (series_instance_uid) DO UPDATE SET updated_at = now()
+             RETURNING pk
+           )
+           SELECT st.pk AS study_pk, se.pk AS series_pk FROM st, se""",
         key,
         text(md, "00100020"),
         text(md, "00100021"),
         text(md, "00100010"),
         text(md, "00100030"),
         text(md, "00100040"),
-    )
-    return await conn.fetchval(
-        """INSERT INTO study (study_instance_uid, patient_pk, study_date, study_time,
-               accession_number, study_id, study_description, referring_physician_name, attrs)
-           VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9::text::jsonb)
-           ON CONFLICT (study_instance_uid) DO UPDATE SET updated_at = now()
-           RETURNING pk""",
         inst.study_instance_uid,
-        patient_pk,
         text(md, "00080020"),
         text(md, "00080030"),
         text(md, "00080050"),
@@ -261,21 +270,7 @@ async def _upsert_study(
         text(md, "00081030"),
         text(md, "00080090"),
         _dumps(layout.study_attrs(md)),
-    )
-
-
-async def _upsert_series(
-    conn: asyncpg.Connection, inst: IndexInstance, md: dict, study_pk: int, layout: Layout
-) -> int:
-    return await conn.fetchval(
-        """INSERT INTO series (series_instance_uid, study_pk, modality, series_number,
-               series_description, performed_procedure_step_start_date,
-               performed_procedure_step_start_time, attrs)
-           VALUES ($1,$2,$3,$4,$5,$6,$7,$8::text::jsonb)
-           ON CONFLICT (series_instance_uid) DO UPDATE SET updated_at = now()
-           RETURNING pk""",
         inst.series_instance_uid,
-        study_pk,
         text(md, "00080060"),
         text(md, "00200011"),
         text(md, "0008103E"),
@@ -283,6 +278,7 @@ async def _upsert_series(
         text(md, "00400245"),
         _dumps(layout.series_attrs(md)),
     )
+    return row["study_pk"], row["series_pk"]
 
 
 async def refresh_counts(
@@ -295,29 +291,31 @@ async def refresh_counts(
 
 
 async def _refresh_counts(conn: asyncpg.Connection, touched: _Touched) -> None:
-    if touched.series:
-        await conn.execute(
-            """UPDATE series s SET number_of_instances = c.n, updated_at = now()
-                 FROM (SELECT series_pk, count(*) AS n FROM instance
-                        WHERE series_pk = ANY($1::bigint[]) GROUP BY series_pk) c
-                WHERE s.pk = c.series_pk""",
-            sorted(touched.series),
-        )
-    if touched.studies:
-        await conn.execute(
-            """UPDATE study st SET number_of_series = c.nse, number_of_instances = c.ni,
-                      modalities_in_study = c.mods, sop_classes_in_study = c.classes,
-                      updated_at = now()
-                 FROM (SELECT se.study_pk, count(DISTINCT se.pk) AS nse, count(*) AS ni,
-                              coalesce(array_agg(DISTINCT se.modality ORDER BY se.modality)
-                                       FILTER (WHERE se.modality <> ''), '{}') AS mods,
-                              array_agg(DISTINCT i.sop_class_uid ORDER BY i.sop_class_uid)
-                                  AS classes
-                         FROM series se JOIN instance i ON i.series_pk = se.pk
-                        WHERE se.study_pk = ANY($1::bigint[]) GROUP BY se.study_pk) c
-                WHERE st.pk = c.study_pk""",
-            sorted(touched.studies),
-        )
+    # one statement (one round trip): the series' counts in a CTE, the studies' after it
+    # (a study's counts come from its instances, not from the series rows being updated)
+    if not touched.series and not touched.studies:
+        return
+    await conn.execute(
+        """WITH se AS (
+             UPDATE series s SET number_of_instances = c.n, updated_at = now()
+               FROM (SELECT series_pk, count(*) AS n FROM instance
+                      WHERE series_pk = ANY($1::bigint[]) GROUP BY series_pk) c
+              WHERE s.pk = c.series_pk
+           )
+           UPDATE study st SET number_of_series = c.nse, number_of_instances = c.ni,
+                  modalities_in_study = c.mods, sop_classes_in_study = c.classes,
+                  updated_at = now()
+             FROM (SELECT se.study_pk, count(DISTINCT se.pk) AS nse, count(*) AS ni,
+                          coalesce(array_agg(DISTINCT se.modality ORDER BY se.modality)
+                                   FILTER (WHERE se.modality <> ''), '{}') AS mods,
+                          array_agg(DISTINCT i.sop_class_uid ORDER BY i.sop_class_uid)
+                              AS classes
+                     FROM series se JOIN instance i ON i.series_pk = se.pk
+                    WHERE se.study_pk = ANY($2::bigint[]) GROUP BY se.study_pk) c
+            WHERE st.pk = c.study_pk""",
+        sorted(touched.series),
+        sorted(touched.studies),
+    )
 
 
 async def _feed(conn: asyncpg.Connection, action: str, inst: IndexInstance) -> None:
