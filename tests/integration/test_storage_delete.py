@@ -4,6 +4,7 @@ the S3 API server): an instance goes with everything derived from it, and nothin
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -89,6 +90,18 @@ async def test_touch_renews_the_modification_time_and_keeps_the_bytes(store):
     assert first is not None
     await asyncio.sleep(1.1)  # S3's LastModified has whole seconds
     assert await store.touch(key) is True
+    touched = await store.modified(key)
+    assert touched is not None and touched > first
+    assert await store.get_bytes(key) == b"the bytes"
+
+
+async def test_put_file_unless_present_writes_once_and_then_touches(store):
+    key = instance_key(ONE)
+    assert await store.put_file_unless_present(key, io.BytesIO(b"the bytes"), 9) is True
+    first = await store.modified(key)
+    assert first is not None
+    await asyncio.sleep(1.1)  # S3's LastModified has whole seconds
+    assert await store.put_file_unless_present(key, io.BytesIO(b"other"), 5) is False
     touched = await store.modified(key)
     assert touched is not None and touched > first
     assert await store.get_bytes(key) == b"the bytes"

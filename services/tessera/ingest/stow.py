@@ -155,10 +155,9 @@ class StoreInstances:
             # delete removes them under this STOW, and touched, so that the sweeper's
             # grace period counts from now (tessera.shared.storage.guard)
             await self.guard.pin(key)
-            written_now = not await self.store.touch(key)
+            part.file.seek(0)
+            written_now = await self.store.put_file_unless_present(key, part.file, part.size)
             if written_now:
-                part.file.seek(0)
-                await self.store.put_file(key, part.file, part.size)
                 metrics.INGEST_STORED_BYTES.inc(part.size)
         except InvalidInstance as e:
             failed.append(_Failed(e.sop_class_uid, e.sop_instance_uid, e.failure_reason, e.message))

@@ -84,6 +84,10 @@ class ObjectStore(Protocol):
 
     async def put_bytes(self, key: str, data: bytes) -> None: ...
 
+    async def put_file_unless_present(self, key: str, fp: IO[bytes], size: int) -> bool:
+        """:meth:`touch` the object, or :meth:`put_file` it if there is none; True if it
+        was written. For content-addressed keys, where present means the same bytes."""
+
     async def get_bytes(self, key: str, start: int = 0, length: int | None = None) -> bytes:
         """The object's bytes, or the range [start, start+length)."""
 
@@ -135,6 +139,18 @@ class StoreBase:
         raise NotImplementedError
 
     async def delete_prefix(self, prefix: str) -> None:
+        raise NotImplementedError
+
+    async def put_file_unless_present(self, key: str, fp: IO[bytes], size: int) -> bool:
+        if await self.touch(key):
+            return False
+        await self.put_file(key, fp, size)
+        return True
+
+    async def put_file(self, key: str, fp: IO[bytes], size: int) -> None:
+        raise NotImplementedError
+
+    async def touch(self, key: str) -> bool:
         raise NotImplementedError
 
     async def delete_instance(self, storage_key: str) -> None:

@@ -60,6 +60,18 @@ class LocalStore(StoreBase):
     async def put_file(self, key: str, fp: IO[bytes], size: int) -> None:
         await asyncio.to_thread(self._write, key, fp, size)
 
+    def _write_unless_present(self, key: str, fp: IO[bytes], size: int) -> bool:
+        try:
+            os.utime(self._path(key))
+            return False
+        except FileNotFoundError:
+            self._write(key, fp, size)
+            return True
+
+    async def put_file_unless_present(self, key: str, fp: IO[bytes], size: int) -> bool:
+        # one thread hop for both
+        return await asyncio.to_thread(self._write_unless_present, key, fp, size)
+
     async def put_bytes(self, key: str, data: bytes) -> None:
         await self.put_file(key, io.BytesIO(data), len(data))
 
