@@ -110,8 +110,9 @@ def voi(values: np.ndarray, frame: Frame, window: Window | None) -> np.ndarray:
     return full_range(values)
 
 
-# A frame of 8- or 16-bit integers goes through a table of every value its type holds
-# (65,536 entries at most): each grayscale stage is a function of the stored value alone,
+# A frame of 8- or 16-bit integers goes through a table of every value from its minimum
+# to its maximum (65,536 entries at most): each grayscale stage is a function of the
+# stored value alone,
 # so the table gives the very bytes the stages give over the pixels, without a float64
 # image of the frame (a 512 x 512 CT: ~8 of its ~14 ms). Not when the VOI stage is the
 # frame's own min..max (it depends on every pixel), nor for a frame smaller than the table.
@@ -122,11 +123,16 @@ def grayscale(frame: Frame, window: Window | None) -> np.ndarray:
     """A MONOCHROME1/2 frame as 8-bit gray (PS3.4 N.2.1)."""
     pixels = frame.pixels
     known_voi = window is not None or bool(frame.windows) or frame.voi_lut is not None
-    if pixels.dtype in _TABLE_DTYPES and known_voi and pixels.size > 256**pixels.itemsize:
-        unsigned = np.dtype(f"u{pixels.itemsize}")
-        every = np.arange(256**pixels.itemsize, dtype=unsigned).view(pixels.dtype)
-        table = _grayscale(replace(frame, pixels=every), window)
-        return table[pixels.view(unsigned)]
+    if pixels.dtype in _TABLE_DTYPES and known_voi and pixels.size:
+        # the table covers the values the frame holds, not all its type could: a CT's
+        # 12 bits are 4,096 entries to window, not 65,536
+        low, high = int(pixels.min()), int(pixels.max())
+        if pixels.size > high - low + 1:
+            every = np.arange(low, high + 1, dtype=np.int64).astype(pixels.dtype)
+            table = _grayscale(replace(frame, pixels=every), window)
+            index = pixels.astype(np.intp)
+            index -= low
+            return table[index]
     return _grayscale(frame, window)
 
 
