@@ -163,8 +163,8 @@ async def produce_once(settings: Settings, key: str, make: Make) -> str:
     """``key`` once the object under it exists, made by ``make`` if it did not."""
     store, redis, own = _clients(settings)
     try:
-        if await store.exists(key):
-            return key
+        # no look before the lock: whoever asks (retrieve) has just found the key missing,
+        # and the look under the lock below is the one that counts
         lock = redis.lock(
             lock_name(settings.shard, key),
             timeout=LOCK_TIMEOUT,
