@@ -11,10 +11,12 @@ import struct
 from pathlib import Path
 
 import pytest
+from pydicom import dcmread
 
 from tessera.shared import dicomfile
 from tessera.shared.boundedio import BoundedReader
 from tessera.shared.dicomfile import ParsedInstance, parse_instance
+from tessera.shared.dicomjson import quiet_pydicom
 from tessera.shared.errors import InvalidInstance
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus"
@@ -31,6 +33,10 @@ TAKEN = [
     "2020-09-11-Christopher-ELSCINT1-Raw.dcm",
     "Issue22-NoPixelData.dcm",
     "sample-pdf.dcm",
+    "Brainix/Flair/IM-0001-0001.dcm",  # Latin-1 text (ISO_IR 100)
+    "Encodings/Lena-latin1.dcm",
+    "Encodings/Lena-utf8.dcm",  # UTF-8 text (ISO_IR 192)
+    "Issue56-NoPixelData.dcm",
 ]
 
 
@@ -137,10 +143,18 @@ def test_changed_bytes_read_alike_or_are_declined(name, monkeypatch):
         assert_alike(bytes(changed), monkeypatch)
 
 
-def test_a_latin1_text_is_left_to_pydicom(monkeypatch):
-    data = (CORPUS / "Brainix/Flair/IM-0001-0001.dcm").read_bytes()
-    assert fast(data) is None
-    assert isinstance(slow(data, monkeypatch), ParsedInstance)
+@pytest.mark.parametrize("name", ["Encodings/Lena-utf8.dcm", "Encodings/Lena-latin2.dcm"])
+def test_text_the_fast_way_cannot_decode_is_left_to_pydicom(name, monkeypatch):
+    # a byte that is not UTF-8 under ISO_IR 192 (pydicom replaces it and warns), and
+    # Latin-2 (ISO_IR 101), not one of the character sets decoded here
+    data = bytearray((CORPUS / name).read_bytes())
+    if name.endswith("utf8.dcm"):
+        with quiet_pydicom():
+            ds = dcmread(io.BytesIO(bytes(data)), stop_before_pixels=True)
+        raw = ds.get_item(0x00100010)
+        data[raw.value_tell] = 0xFF
+    assert fast(bytes(data)) is None
+    assert isinstance(slow(bytes(data), monkeypatch), ParsedInstance)
 
 
 def test_a_value_bound_below_what_the_fast_way_reads_leaves_it_to_pydicom(monkeypatch):

@@ -138,3 +138,15 @@ def test_what_rawvalues_leaves_to_pydicom():
     assert json_values("DS", b"NaN", True) is None
     assert json_values("US", b"\x01", True) is None  # odd length
     assert json_values("FD", b"\x00" * 6 + b"\xf0\x7f", True) is None  # infinity
+
+
+def test_text_outside_ascii_is_decoded_only_under_a_known_single_character_set():
+    latin1 = "Müller^Zoë\\Crâne ".encode("latin_1")
+    assert json_values("LO", latin1, True, "latin_1") == ["Müller^Zoë", "Crâne"]
+    assert json_values("LO", latin1, True) is None  # no character set: pydicom's way
+    assert json_values("PN", "Gómez^José=山田".encode(), True, "utf_8") == [
+        {"Alphabetic": "Gómez^José", "Ideographic": "山田"}
+    ]
+    assert json_values("LO", b"\xff\xfe", True, "utf_8") is None  # not UTF-8
+    assert json_values("CS", "É".encode("latin_1"), True, "latin_1") is None  # not a text VR
+    assert json_values("LO", b"\x1b$B", True, "latin_1") is None  # an escape

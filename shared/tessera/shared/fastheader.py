@@ -12,10 +12,11 @@ of the time.
 It answers only what it is sure of. Anything else raises :class:`Decline` and the file
 goes the pydicom way, which knows every corner and gives every error its message: an
 implicit VR, big endian or deflated transfer syntax, a VR it does not know, UN, a value
-``rawvalues`` does not decide, text outside ASCII or with escapes, a character set pydicom
-would warn about, elements out of order or repeated, group 0002 in the data set, an
-undefined length anywhere but a sequence or its items, a header longer than ``HEAD``,
-anything running past its container or the file. What it answers is what the pydicom way
+``rawvalues`` does not decide, text with escapes or outside ASCII (but Latin-1 and UTF-8
+text under that Specific Character Set alone), a character set pydicom would warn
+about, elements out of order or repeated, group 0002 in the data set, an undefined
+length anywhere but a sequence or its items, a header longer than ``HEAD``, anything
+running past its container or the file. What it answers is what the pydicom way
 gives for the same bytes (tests/unit/test_fastheader.py: every file of the test corpus and
 damaged copies of some).
 """
@@ -33,7 +34,7 @@ from pydicom.uid import UID
 
 from tessera.shared.dicomjson import _BINARY_VRS
 from tessera.shared.dicomjson import _LARGE_VALUE_VRS as _LARGE
-from tessera.shared.rawvalues import VRS, json_values
+from tessera.shared.rawvalues import ENCODINGS, VRS, json_values
 
 HEAD = 128 * 1024  # bytes read; a header that does not end within them is declined
 
@@ -177,18 +178,24 @@ class _Walker:
 
     def data_set(self, pos: int) -> tuple[dict[str, Any], int | None]:
         """The top-level data set from ``pos``: its JSON and where the pixel data starts."""
-        out, pos, pixel = self._elements(pos, self.size, (), _TOP)
+        out, pos, pixel = self._elements(pos, self.size, (), _TOP, None)
         self.end = pos
         return out, pixel
 
     def _elements(
-        self, pos: int, end: int, parents: tuple[tuple[int, int], ...], mode: int
+        self,
+        pos: int,
+        end: int,
+        parents: tuple[tuple[int, int], ...],
+        mode: int,
+        encoding: str | None,
     ) -> tuple[dict[str, Any], int, int | None]:
         """Elements from ``pos``: the top-level data set (up to ``end``, the end of the
         file, or a pixel data element), a defined-length item (exactly up to ``end``) or
         an undefined-length one (up to its Item Delimitation Item, before ``end``).
         Returns the JSON, where it stopped and, at the top level, where the pixel data
-        element starts."""
+        element starts. ``encoding``: the text codec inherited from the enclosing data
+        set (:func:`_codec`), replaced by this one's Specific Character Set."""
         buf = self.buf
         out: dict[str, Any] = {}
         last = -1
@@ -223,17 +230,26 @@ class _Walker:
                 raise Decline
             vr = vr_bytes.decode("ascii")
             if vr == "SQ":
-                out[f"{tag:08X}"], pos = self._sequence(start, length, end, parents, tag)
+                out[f"{tag:08X}"], pos = self._sequence(start, length, end, parents, tag, encoding)
                 continue
             if length == UNDEFINED:
                 raise Decline
             pos = start + length
             if pos > end:
                 raise Decline  # past the item, the sequence or the file
-            out[f"{tag:08X}"] = self._value(tag, vr, start, length, parents)
+            value = self._value(tag, vr, start, length, parents, encoding)
+            out[f"{tag:08X}"] = value
+            if tag == CHARSET:
+                encoding = _codec(value.get("Value", []))
 
     def _value(
-        self, tag: int, vr: str, start: int, length: int, parents: tuple[tuple[int, int], ...]
+        self,
+        tag: int,
+        vr: str,
+        start: int,
+        length: int,
+        parents: tuple[tuple[int, int], ...],
+        encoding: str | None,
     ) -> dict[str, Any]:
         if length == 0:
             return {"vr": vr}
@@ -247,11 +263,9 @@ class _Walker:
             return {"vr": vr, "Value": _tags(value)}
         if vr not in VRS:
             raise Decline  # UR: the pydicom way
-        values = json_values(vr, value, True)
+        values = json_values(vr, value, True, encoding)
         if values is None:
             raise Decline
-        if tag == CHARSET and not all(v in python_encoding for v in values if v):
-            raise Decline  # pydicom warns about a character set it does not know
         if not values:
             return {"vr": vr}
         if vr in _LARGE and self.large_threshold is not None and length > self.large_threshold:
@@ -270,7 +284,13 @@ class _Walker:
         return entry
 
     def _sequence(
-        self, start: int, length: int, end: int, parents: tuple[tuple[int, int], ...], tag: int
+        self,
+        start: int,
+        length: int,
+        end: int,
+        parents: tuple[tuple[int, int], ...],
+        tag: int,
+        encoding: str | None,
     ) -> tuple[dict[str, Any], int]:
         """A sequence's JSON and where it ends."""
         if len(parents) >= self.max_depth:
@@ -296,11 +316,11 @@ class _Walker:
             inner = (*parents, (tag, len(items)))
             body = pos + 8
             if item_length == UNDEFINED:
-                item, pos, _ = self._elements(body, seq_end, inner, _OPEN_ITEM)
+                item, pos, _ = self._elements(body, seq_end, inner, _OPEN_ITEM, encoding)
             else:
                 if body + item_length > seq_end:
                     raise Decline
-                item, pos, _ = self._elements(body, body + item_length, inner, _ITEM)
+                item, pos, _ = self._elements(body, body + item_length, inner, _ITEM, encoding)
             items.append(item)
         if pos != seq_end and length != UNDEFINED:
             raise Decline
@@ -310,6 +330,17 @@ class _Walker:
 
 
 _TOP, _ITEM, _OPEN_ITEM = 0, 1, 2
+
+
+def _codec(values: list[Any]) -> str | None:
+    """The text codec of a Specific Character Set (0008,0005) value: one of
+    :data:`~tessera.shared.rawvalues.ENCODINGS` alone, else None (ASCII text only); one
+    pydicom does not know is declined (it warns about it)."""
+    if not all(v in python_encoding for v in values if v):
+        raise Decline
+    if len(values) == 1:
+        return ENCODINGS.get(values[0])
+    return None
 
 
 def _tags(value: bytes) -> list[str]:

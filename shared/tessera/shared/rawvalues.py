@@ -43,19 +43,39 @@ _SIZES = {vr: struct.calcsize(code) for vr, code in _NUMBERS.items()}
 _INTEGER = re.compile(r"[+-]?[0-9]{1,9}")  # larger ones: pydicom decides (PS3.5 IS range)
 _ESC = 0x1B
 
+#: Specific Character Sets (PS3.3 C.12.1.1.2) whose text is decoded here, single-valued:
+#: every byte a character (ISO_IR 100, Latin-1), or UTF-8 decoded strictly (ISO_IR 192)
+ENCODINGS = {"ISO_IR 100": "latin_1", "ISO_IR 192": "utf_8"}
+_CODECS = frozenset(ENCODINGS.values())
+_CHARSET_VRS = frozenset({*_TEXT_VRS, *_SINGLE_TEXT_VRS, "PN"})
+
 #: the VRs :func:`json_values` may answer for
 VRS = frozenset({*_STRING_VRS, *_TEXT_VRS, *_SINGLE_TEXT_VRS, *_NUMBERS, "AE", "PN", "IS", "DS"})
 
 
-def json_values(vr: str, value: bytes, little_endian: bool) -> list[Any] | None:
+def json_values(
+    vr: str, value: bytes, little_endian: bool, encoding: str | None = None
+) -> list[Any] | None:
     """The DICOM JSON "Value" array of an element of ``vr`` stored as ``value``; ``[]``
-    when it is empty; ``None`` when this module does not decide (use pydicom)."""
+    when it is empty; ``None`` when this module does not decide (use pydicom).
+
+    ``encoding``: the Python codec of the data set's Specific Character Set when it is one
+    of :data:`ENCODINGS` alone; text (SH, LO, UC, LT, ST, UT, PN) outside ASCII is then
+    decoded with it, as pydicom does with a single character set and no escape."""
     code = _NUMBERS.get(vr)
     if code is not None:
         return _numbers(vr, code, value, little_endian)
-    if not value.isascii() or _ESC in value:
+    if _ESC in value:
         return None
-    text = value.decode("ascii")
+    if value.isascii():
+        text = value.decode("ascii")
+    elif encoding in _CODECS and vr in _CHARSET_VRS:
+        try:
+            text = value.decode(encoding)
+        except UnicodeDecodeError:
+            return None  # pydicom warns and replaces: its way
+    else:
+        return None
     if vr in _STRING_VRS:
         return _nulls(text.rstrip(" \0").split("\\"))
     if vr in _TEXT_VRS:
