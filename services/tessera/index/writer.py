@@ -123,15 +123,25 @@ async def _index_one(
     conn: asyncpg.Connection, inst: IndexInstance, policy: str, touched: _Touched
 ) -> tuple[InstanceOutcome, tuple[str, str, int, int] | None]:
     """The instance's outcome, and where a newly stored one was placed (for ``known``)."""
-    existing = await conn.fetchrow(
-        """SELECT i.pk, i.sha256, i.storage_key, se.series_instance_uid, st.study_instance_uid
-             FROM instance i JOIN series se ON se.pk = i.series_pk
-             JOIN study st ON st.pk = se.study_pk
-            WHERE i.sop_instance_uid = $1 FOR UPDATE OF i""",
+    # the instance row if it exists (locked), and the study that owns the series if any:
+    # one round trip
+    row = await conn.fetchrow(
+        """WITH found AS (
+             SELECT i.pk, i.sha256, i.storage_key, se.series_instance_uid,
+                    st.study_instance_uid
+               FROM instance i JOIN series se ON se.pk = i.series_pk
+               JOIN study st ON st.pk = se.study_pk
+              WHERE i.sop_instance_uid = $1 FOR UPDATE OF i
+           )
+           SELECT f.*, (SELECT st.study_instance_uid FROM series se
+                          JOIN study st ON st.pk = se.study_pk
+                         WHERE se.series_instance_uid = $2) AS owner
+             FROM (SELECT 1) AS one LEFT JOIN found f ON true""",
         inst.sop_instance_uid,
+        inst.series_instance_uid,
     )
-    if existing is not None:
-        return await _index_existing(conn, inst, existing, policy, touched), None
+    if row["pk"] is not None:
+        return await _index_existing(conn, inst, row, policy, touched), None
 
     md, stored = _clean(inst.metadata)  # md for columns; the stored text keeps every byte
     patient = _patient_key(md)
@@ -142,11 +152,7 @@ async def _index_one(
         owner = None  # rows upserted by an earlier instance of this batch
     else:
         known = None
-        owner = await conn.fetchval(
-            """SELECT st.study_instance_uid FROM series se JOIN study st ON st.pk = se.study_pk
-                WHERE se.series_instance_uid = $1""",
-            inst.series_instance_uid,
-        )
+        owner = row["owner"]
     if owner is not None and owner != inst.study_instance_uid:
         return InstanceOutcome(
             inst.sop_instance_uid,
