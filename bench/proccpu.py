@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -62,3 +63,31 @@ def by_service(names: dict[int, str]) -> dict[str, float]:
 
 def spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     return {k: v - before.get(k, 0.0) for k, v in after.items()}
+
+
+def settle_disks(quiet: float = 1.0, limit: float = 30.0) -> float:
+    """Write back the page cache, then wait (at most ``limit`` s) until no block device
+    has written or discarded a sector for ``quiet`` s: the seconds waited. So what a
+    server stopped and deleted just before wrote and freed (its dirty pages, the trims of
+    a ``discard`` mount) is not flushed in the next one's time."""
+    started = time.monotonic()
+    os.sync()
+    last, still_since = _disk_activity(), time.monotonic()
+    while time.monotonic() - started < limit:
+        time.sleep(0.25)
+        now = _disk_activity()
+        if now != last:
+            last, still_since = now, time.monotonic()
+        elif time.monotonic() - still_since >= quiet:
+            break
+    return time.monotonic() - started
+
+
+def _disk_activity() -> tuple[int, ...]:
+    """Sectors written and discarded and I/Os in flight, over every whole disk."""
+    out = []
+    for line in Path("/proc/diskstats").read_text().splitlines():
+        f = line.split()
+        if len(f) >= 14 and not f[2].startswith(("loop", "ram")):
+            out += [int(f[9]), int(f[11]), int(f[16]) if len(f) > 16 else 0]
+    return tuple(out)

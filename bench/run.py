@@ -206,10 +206,11 @@ async def measure_stow(
     cpu: proccpu.CpuProbe = dict,
 ) -> None:
     """Store the dataset once with ``mode`` and check the target now holds all of it; the
-    server CPU per stored instance, by service (issue 12). The page cache is written
-    back first: dirty pages of the previous target (Orthanc does not fsync its files)
-    would otherwise be flushed by the next target's fsyncs, in its time and CPU."""
-    await asyncio.to_thread(os.sync)
+    server CPU per stored instance, by service (issue 12). The disks settle first
+    (:func:`bench.proccpu.settle_disks`): what the previous target wrote and freed would
+    otherwise be flushed and trimmed in this one's time and CPU."""
+    waited = await asyncio.to_thread(proccpu.settle_disks)
+    log(f"  disks settled in {waited:.1f}s")
     before = cpu()
     result = await workloads.store(url, bodies, mode.concurrency)
     used = proccpu.spent(before, cpu())

@@ -69,7 +69,7 @@ def run(
         env = {"TESSERA_INGEST_WORKERS": str(ingest), "TESSERA_ROUTER_WORKERS": str(router)}
         cluster = start_tessera(root, timeout=300, env=env)
         try:
-            os.sync()  # the previous configuration's writes are not flushed in this one's time
+            proccpu.settle_disks()  # the previous run's writes are not flushed in this one's time
             before = cpu_by_service(cluster)
             profiler = None
             if profile is not None:
