@@ -5,6 +5,8 @@ A derived object lives in storage under a key computed from its source and param
 ``produce`` (which asks a transcode worker to write it) once per key in this process:
 identical requests arriving together share the one task, and across processes the
 workers' own lock (``tessera.transcode.cache``) keeps the work single.
+:meth:`DerivedObjects.made` does the same for a ``produce`` that may also answer the
+object's bytes (the render lane does, before the object is in storage).
 """
 
 from __future__ import annotations
@@ -15,16 +17,31 @@ from typing import Any
 
 from tessera.shared.storage import ObjectStore
 
+# the key, and the object's bytes when the producer answered them (the object may then
+# not be in storage yet)
+Made = tuple[str, bytes | None]
+
 
 class DerivedObjects:
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
-        self._inflight: dict[str, asyncio.Task[str]] = {}
+        self._inflight: dict[str, asyncio.Task[Made]] = {}
 
     async def get(self, key: str, produce: Callable[[], Coroutine[Any, Any, str]]) -> str:
         """``key`` once the object is stored, producing it first if it is not."""
+
+        async def keyed() -> Made:
+            return await produce(), None
+
+        made_key, _ = await self.made(key, keyed)
+        return made_key
+
+    async def made(self, key: str, produce: Callable[[], Coroutine[Any, Any, Made]]) -> Made:
+        """``(key, None)`` once the object is stored, or what ``produce`` answered: the
+        key and, if it gave them, the object's bytes (serve those: the object may not be
+        in storage yet)."""
         if await self.store.exists(key):
-            return key
+            return key, None
         task = self._inflight.get(key)
         if task is None:
             task = asyncio.create_task(produce())
@@ -33,7 +50,7 @@ class DerivedObjects:
         # shielded: a client that goes away does not cancel work others wait for
         return await asyncio.shield(task)
 
-    def _done(self, key: str, task: asyncio.Task[str]) -> None:
+    def _done(self, key: str, task: asyncio.Task[Made]) -> None:
         self._inflight.pop(key, None)
         if not task.cancelled():
             task.exception()  # retrieved here, so an error nobody awaits is not logged twice

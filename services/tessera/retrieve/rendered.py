@@ -42,6 +42,7 @@ from tessera.retrieve.streaming import (
     OpenedPart,
     PartPipeline,
     open_part,
+    opened_bytes,
     whole_if_small,
 )
 from tessera.shared.accept import accept_ranges
@@ -104,7 +105,11 @@ async def single(
     headers = {"ETag": tag, "Cache-Control": CACHE_CONTROL}
     if _matches(request, tag):
         return Response(status_code=304, headers=headers)
-    key = await ctx.renderer.key_for(inst.storage_key, frame, params, inst.transfer_syntax_uid)
+    key, rendering = await ctx.renderer.rendering_for(
+        inst.storage_key, frame, params, inst.transfer_syntax_uid
+    )
+    if rendering is not None:  # made for this request: not necessarily in storage yet
+        return Response(rendering, media_type=params.media_type, headers=headers)
     opened = await _open(ctx, key, params.media_type, None)
     try:
         body = await whole_if_small(opened)
@@ -127,7 +132,12 @@ async def multipart(
 
     async def open_one(item: tuple[Renderable, int, str]) -> OpenedPart:
         inst, frame, path = item
-        key = await ctx.renderer.key_for(inst.storage_key, frame, params, inst.transfer_syntax_uid)
+        key, rendering = await ctx.renderer.rendering_for(
+            inst.storage_key, frame, params, inst.transfer_syntax_uid
+        )
+        if rendering is not None:
+            return opened_bytes(rendering, content_type=params.media_type,
+                                content_location=base + path)  # fmt: skip
         return await _open(ctx, key, params.media_type, base + path)
 
     pipeline = PartPipeline(items, open_one)

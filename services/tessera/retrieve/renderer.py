@@ -11,7 +11,7 @@ share one task.
 
 from __future__ import annotations
 
-from tessera.retrieve.derived import DerivedObjects
+from tessera.retrieve.derived import DerivedObjects, Made
 from tessera.shared.rendering import RenderParams
 from tessera.shared.storage import ObjectStore, rendered_key
 from tessera.shared.transcode import RenderRequest
@@ -31,17 +31,17 @@ class Renderer:
         """Where the rendering is (or will be) stored."""
         return rendered_key(storage_key, frame_number, params.digest(), params.extension)
 
-    async def key_for(
+    async def rendering_for(
         self,
         storage_key: str,
         frame_number: int,
         params: RenderParams,
         transfer_syntax: str | None = None,
-    ) -> str:
+    ) -> Made:
         """The key of the rendered frame, rendering it first if it is not stored yet (an
-        uncompressed ``transfer_syntax``: through the render lane while it is served)."""
+        uncompressed ``transfer_syntax``: through the render lane while it is served),
+        and the rendering's bytes when the lane answered them: serve those, the worker
+        writes the rendering to storage after its answer."""
         request = RenderRequest(storage_key, frame_number, params)
         key = self.key(storage_key, frame_number, params)
-        return await self._derived.get(
-            key, lambda: self.client.render_key(request, transfer_syntax)
-        )
+        return await self._derived.made(key, lambda: self.client.render(request, transfer_syntax))

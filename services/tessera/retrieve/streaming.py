@@ -128,6 +128,16 @@ class OpenedPart:
         await _aclose(self._stream)
 
 
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield  # an async generator that yields nothing
+
+
+def opened_bytes(data: bytes, **part: Any) -> OpenedPart:
+    """A part whose body is ``data``, already in memory (a rendering the worker answered)."""
+    return OpenedPart(_nothing(), data, **part)
+
+
 # a single-object answer up to this size is sent whole, with a Content-Length: the
 # router then reads it whole too, and a retrieve that dies mid-answer becomes a 503 there,
 # not a connection the client sees cut (a rendering, a thumbnail)

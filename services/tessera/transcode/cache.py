@@ -159,8 +159,16 @@ def _clients(settings: Settings) -> tuple[ObjectStore, aioredis.Redis, bool]:
     return loop.store, loop.redis, False
 
 
-async def produce_once(settings: Settings, key: str, make: Make) -> str:
-    """``key`` once the object under it exists, made by ``make`` if it did not."""
+async def produce_once(
+    settings: Settings,
+    key: str,
+    make: Make,
+    answer: Callable[[str, bytes], None] | None = None,
+) -> str:
+    """``key`` once the object under it exists, made by ``make`` if it did not.
+
+    ``answer(key, made)``: called with what ``make`` made before it is written to storage
+    (still under the lock), for a caller that serves the bytes itself (the render lane)."""
     store, redis, own = _clients(settings)
     try:
         # no look before the lock: whoever asks (retrieve) has just found the key missing,
@@ -181,6 +189,8 @@ async def produce_once(settings: Settings, key: str, make: Make) -> str:
             made = await make(store)
             if isinstance(made, str):
                 return made
+            if answer is not None:
+                answer(key, made)
             await store.put_bytes(key, made)
             return key
         finally:

@@ -4,7 +4,8 @@ A Celery bootstep of the worker blueprint, as the heartbeat is: :data:`THREADS` 
 of the worker's main process pop :class:`~tessera.shared.transcode.lane.LaneJob`\\ s from
 the shard's lane, render each with :func:`~tessera.transcode.render_tasks.render_object`
 (the Celery task's own code: the same storage cache and lock) on the thread's loop
-(:func:`tessera.transcode.cache.run`), and push the answer. While they run they renew the
+(:func:`tessera.transcode.cache.run`), and push the answer: a rendering made for the job
+goes back in it at once, and is written to storage after. While they run they renew the
 lane's alive key; a worker stopped, killed or cut from Redis lets it expire, and retrieve
 sends through Celery again. Only uncompressed images come this way (retrieve's choice),
 so no decoder that could crash on hostile data runs in this process.
@@ -16,6 +17,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -43,27 +45,54 @@ THREADS = 2
 POP_TIMEOUT = 1  # seconds a thread waits for a job before it renews the alive key
 
 
-def answer(settings: Settings, job: LaneJob) -> LaneAnswer:
-    """Render ``job`` (or find it rendered): its key, or the error retrieve maps."""
+def answer(settings: Settings, job: LaneJob, reply: Callable[[LaneAnswer], None]) -> None:
+    """Render ``job`` (or find it rendered) and ``reply`` once: with the rendering itself
+    as soon as it is made (it is written to storage after), else with its key, or with the
+    error retrieve maps."""
     from tessera.transcode.cache import run
     from tessera.transcode.render_tasks import render_object
 
     req = job.request
+    replied = False
+
+    def early(key: str, rendering: bytes) -> None:
+        nonlocal replied
+        reply(LaneAnswer(key=key, body=rendering))
+        replied = True
+
     try:
-        key = run(settings, render_object(settings, req.storage_key, req.frame_number, req.params))
-        return LaneAnswer(key=key)
+        key = run(
+            settings,
+            render_object(settings, req.storage_key, req.frame_number, req.params, early),
+        )
+        done = LaneAnswer(key=key)
     except NotAcceptable as e:
-        return LaneAnswer(error=NOT_ACCEPTABLE, reason=e.reason)
+        done = LaneAnswer(error=NOT_ACCEPTABLE, reason=e.reason)
     except BadRequest as e:
-        return LaneAnswer(error=BAD_REQUEST, reason=e.reason)
+        done = LaneAnswer(error=BAD_REQUEST, reason=e.reason)
     except (ObjectNotFound, NotFound) as e:
-        return LaneAnswer(error=MISSING, reason=str(e))
+        done = LaneAnswer(error=MISSING, reason=str(e))
     except (redis.ConnectionError, redis.TimeoutError, OSError) as e:  # Redis, storage away
         log.warning("%s of %s: %s", req.describe(), req.storage_key, e)
-        return LaneAnswer(error=UNAVAILABLE, reason=f"{type(e).__name__}: {e}")
+        done = LaneAnswer(error=UNAVAILABLE, reason=f"{type(e).__name__}: {e}")
     except Exception as e:
         log.exception("%s of %s failed", req.describe(), req.storage_key)
-        return LaneAnswer(error=FAILED, reason=f"{type(e).__name__}: {e}")
+        done = LaneAnswer(error=FAILED, reason=f"{type(e).__name__}: {e}")
+    if not replied:
+        reply(done)
+    elif done.error:  # answered with the rendering, then not stored: made again next time
+        log.warning("%s of %s answered but not stored: %s", req.describe(), req.storage_key,
+                    done.reason)  # fmt: skip
+
+
+def _replier(client: redis.Redis, reply_to: str) -> Callable[[LaneAnswer], None]:
+    def reply(done: LaneAnswer) -> None:
+        with client.pipeline(transaction=True) as p:
+            p.rpush(reply_to, done.dumps())
+            p.expire(reply_to, REPLY_TTL)
+            p.execute()
+
+    return reply
 
 
 class Lane(bootsteps.StartStopStep):
@@ -107,11 +136,7 @@ class Lane(bootsteps.StartStopStep):
                     except Exception as e:  # a message of another version: nobody waits
                         log.error("dropping an unreadable lane job: %s", e)
                         continue
-                    done = answer(settings, job)
-                    with client.pipeline(transaction=True) as p:
-                        p.rpush(job.reply_to, done.dumps())
-                        p.expire(job.reply_to, REPLY_TTL)
-                        p.execute()
+                    answer(settings, job, _replier(client, job.reply_to))
                 except redis.RedisError as e:  # Redis away: the alive key expires meanwhile
                     log.warning("render lane: %s", e)
                     self._stop.wait(HEARTBEAT)

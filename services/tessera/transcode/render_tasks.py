@@ -16,6 +16,7 @@ a PDF asked as an image, an undecodable frame); a frame number out of range rais
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from celery import shared_task
@@ -64,11 +65,16 @@ def rendition(data: bytes, frame_number: int, params: RenderParams) -> bytes:
 
 
 async def render_object(
-    settings: Settings, storage_key: str, frame_number: int, params: RenderParams
+    settings: Settings,
+    storage_key: str,
+    frame_number: int,
+    params: RenderParams,
+    answer: Callable[[str, bytes], None] | None = None,
 ) -> str:
     """Render (or find rendered) one frame of the stored object; the key of the result.
 
-    Rendered once under the shared cache lock (:func:`~tessera.transcode.cache.produce_once`).
+    Rendered once under the shared cache lock (:func:`~tessera.transcode.cache.produce_once`);
+    ``answer(key, rendering)`` is given a rendering made now before it is stored.
     """
     key = rendered_key(storage_key, frame_number, params.digest(), params.extension)
 
@@ -79,4 +85,4 @@ async def render_object(
         log.info("%s: frame %d rendered as %s", storage_key, frame_number, params.media_type)
         return out
 
-    return await produce_once(settings, key, make)
+    return await produce_once(settings, key, make, answer)

@@ -315,9 +315,9 @@ def lane_jobs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     answered: list[str] = []
     original = lane.answer
 
-    def counting(settings, job):  # type: ignore[no-untyped-def]
+    def counting(settings, job, reply):  # type: ignore[no-untyped-def]
         answered.append(job.request.storage_key)
-        return original(settings, job)
+        return original(settings, job, reply)
 
     monkeypatch.setattr(lane, "answer", counting)
     return answered
@@ -330,10 +330,24 @@ async def test_a_first_rendering_of_an_uncompressed_image_takes_the_lane_not_cel
     a compressed one (a decoder runs) is a Celery task, as every conversion is."""
     app, client = retrieve
     ct, ybr_jpeg = await store_files(app, [CT, YBR_JPEG])
-    await get_image(client, ct.url + "/rendered", window="40,401,linear")
+    first = await get_image(client, ct.url + "/rendered", window="40,401,linear")
     assert len(lane_jobs) == 1 and renders.calls == 1
+    # the lane answered the rendering itself and stored it after: asked again, it is
+    # the same bytes, not rendered again
+    again = await get_image(client, ct.url + "/rendered", window="40,401,linear")
+    assert again.content == first.content and renders.calls == 1
+    # a multipart answer takes the same way
+    laned = len(lane_jobs)
+    r = await client.get(
+        ct.url + "/rendered",
+        headers={"Accept": f'multipart/related; type="{PNG}"'},
+        params={"window": "40,403,linear"},
+    )
+    assert r.status_code == 200, r.text
+    assert renders.calls == 2 and len(lane_jobs) == laned + 1
+    assert r.content.count(b"\x89PNG") == 1
     await get_image(client, ybr_jpeg.url + "/rendered", viewport="61,61")
-    assert len(lane_jobs) == 1 and renders.calls == 2
+    assert renders.calls == 3 and len(lane_jobs) == laned + 1  # compressed: through Celery
     # the lane's answers for what cannot be rendered are the Celery path's
     r = await client.get(ct.url + "/frames/2/rendered")
     assert r.status_code == 404  # one frame only: refused before transcode is asked

@@ -171,17 +171,22 @@ class TranscodeClient:
             raise TesseraError(f"{what} returned no object key ({value!r})")
         return value
 
-    async def render_key(self, request: RenderRequest, transfer_syntax: str | None) -> str:
-        """The key of a rendering: through the render lane for an uncompressed image
-        while a worker serves it (:mod:`.lane`), else as any request (:meth:`key_of`)."""
+    async def render(
+        self, request: RenderRequest, transfer_syntax: str | None
+    ) -> tuple[str, bytes | None]:
+        """The key of a rendering, and the rendering's bytes when the worker answered
+        them (it writes the rendering to storage after: serve these). Through the render
+        lane for an uncompressed image while a worker serves it (:mod:`.lane`), else as
+        any request (:meth:`key_of`, no bytes)."""
         if self.lane and transfer_syntax in NATIVE:
-            key = await self._through_lane(request)
-            if key is not None:
-                return key
-        return await self.key_of(request)
+            answered = await self._through_lane(request)
+            if answered is not None:
+                return answered
+        return await self.key_of(request), None
 
-    async def _through_lane(self, request: RenderRequest) -> str | None:
-        """The key the lane answered, or None when no worker serves the lane."""
+    async def _through_lane(self, request: RenderRequest) -> tuple[str, bytes | None] | None:
+        """The key the lane answered (with the bytes when it sent them), or None when no
+        worker serves the lane."""
         if self._async is None:
             self._async = aioredis.from_url(
                 self.redis_url, socket_timeout=self.timeout + 5, socket_connect_timeout=2.0
@@ -204,7 +209,7 @@ class TranscodeClient:
             )
         answer = LaneAnswer.loads(got)
         if answer.key:
-            return answer.key
+            return answer.key, answer.body
         if answer.error == NOT_ACCEPTABLE:
             raise NotAcceptable(answer.reason)
         if answer.error == BAD_REQUEST:

@@ -7,7 +7,9 @@ about as much as the rendering itself. For the images whose pixels need no decod
 process on hostile data) retrieve pushes a :class:`LaneJob` on the shard's lane list and
 waits on its own reply list; threads of each transcode worker (``tessera.transcode.lane``)
 pop jobs, render through the same code and storage cache as the Celery task, and push a
-:class:`LaneAnswer`. Two Redis round trips in all.
+:class:`LaneAnswer`. Two Redis round trips in all. A rendering made for the job comes
+back in the answer itself, and the worker writes it to storage after answering (with its
+fsync, under the cache lock): retrieve serves the bytes it got, not a read of storage.
 
 The lane is used only while a worker keeps :func:`lane_alive_key` (renewed every
 ``HEARTBEAT``, lasting ``ALIVE_TTL``): the push and that check are one step
@@ -25,7 +27,7 @@ from typing import Any
 from tessera.shared.messages import UnknownMessageVersion
 from tessera.shared.transcode.contract import RenderRequest
 
-LANE_VERSION = 1
+LANE_VERSION = 2  # 2: an answer may carry the rendering
 
 # Implicit VR Little Endian, Explicit VR Little Endian, Explicit VR Big Endian (retired)
 NATIVE = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"})
@@ -77,22 +79,39 @@ class LaneJob:
 
 @dataclass(frozen=True)
 class LaneAnswer:
-    """The storage key of the rendering, or why there is none (``error``, ``reason``)."""
+    """The storage key of the rendering, or why there is none (``error``, ``reason``).
+
+    ``body``: the rendering itself, when the worker made it for this job; it is written to
+    storage after the answer, so whoever gets it serves these bytes. On the wire: the JSON
+    header, a newline (JSON text has none of its own), then the body's bytes as they are.
+    """
 
     key: str = ""
     error: str = ""
     reason: str = ""
+    body: bytes | None = None
 
-    def dumps(self) -> str:
-        return json.dumps(
-            {"v": LANE_VERSION, "key": self.key, "error": self.error, "reason": self.reason}
-        )
+    def dumps(self) -> bytes:
+        head = {
+            "v": LANE_VERSION,
+            "key": self.key,
+            "error": self.error,
+            "reason": self.reason,
+            "body": self.body is not None,
+        }
+        return json.dumps(head).encode() + b"\n" + (self.body or b"")
 
     @classmethod
     def loads(cls, raw: bytes | str) -> LaneAnswer:
-        doc = json.loads(raw)
+        head, _, body = (raw.encode() if isinstance(raw, str) else raw).partition(b"\n")
+        doc = json.loads(head)
         _version(doc, "lane answer")
-        return cls(str(doc.get("key", "")), str(doc.get("error", "")), str(doc.get("reason", "")))
+        return cls(
+            str(doc.get("key", "")),
+            str(doc.get("error", "")),
+            str(doc.get("reason", "")),
+            body if doc.get("body") else None,
+        )
 
 
 def _version(doc: Mapping[str, Any], what: str) -> None:
