@@ -78,6 +78,13 @@ CORNERS = [
     ("DS", b"NaN"),
     ("DS", b"1e999"),
     ("DS", b"0000000000000001"),
+    # control characters Python's str.strip() removes and int() / float() do not
+    ("IS", b"1\x1e"),
+    ("IS", b"\x1e"),
+    ("IS", b" 1\t\\2"),
+    ("DS", b"1\x1e\\2"),
+    ("DS", b"2.5\x1f"),
+    ("DS", b"\x1c\\1"),
     ("US", b"\x01\x00\x02\x00"),
     ("US", b"\x01"),
     ("SS", b"\xff\xff"),

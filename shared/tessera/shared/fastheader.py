@@ -12,7 +12,7 @@ of the time.
 It answers only what it is sure of. Anything else raises :class:`Decline` and the file
 goes the pydicom way, which knows every corner and gives every error its message: an
 implicit VR, big endian or deflated transfer syntax, a VR it does not know, UN, a value
-``rawvalues`` does not decide, text with escapes or outside ASCII (but Latin-1 and UTF-8
+``rawvalues`` does not decide, group 0000, text with escapes or outside ASCII (but Latin-1 and UTF-8
 text under that Specific Character Set alone), a character set pydicom would warn
 about, elements out of order or repeated, group 0002 in the data set, an undefined
 length anywhere but a sequence or its items, a header longer than ``HEAD``, anything
@@ -35,6 +35,7 @@ from pydicom.uid import UID
 from tessera.shared.dicomjson import _BINARY_VRS
 from tessera.shared.dicomjson import _LARGE_VALUE_VRS as _LARGE
 from tessera.shared.rawvalues import ENCODINGS, VRS, json_values
+from tessera.shared.uids import is_valid_uid
 
 HEAD = 128 * 1024  # bytes read; a header that does not end within them is declined
 
@@ -51,6 +52,9 @@ EXTENDED_OFFSET_TABLE = 0x7FE00001
 _SHORT = frozenset(b"AE AS AT CS DA DS DT FL FD IS LO LT PN SH SL SS ST TM UI UL US".split())
 _LONG = frozenset(b"OB OD OF OL OV OW SQ SV UC UR UT UV".split())
 _BINARY = _BINARY_VRS - {"UN"}
+# the command group (pydicom reads a data set starting with it as a DIMSE command set),
+# File Meta Information, and item tags out of place
+_DECLINED_GROUPS = frozenset({0x0000, 0x0002, 0xFFFE})
 _UNPACK_TAG = struct.Struct("<HH").unpack_from
 _UNPACK_SHORT = struct.Struct("<H").unpack_from
 _UNPACK_LONG = struct.Struct("<L").unpack_from
@@ -113,6 +117,8 @@ def read_header(
 
 @lru_cache(maxsize=64)
 def _explicit_little(ts: str) -> bool:
+    if not is_valid_uid(ts):
+        return False  # and pydicom is not asked: it would warn, on stderr, for each value
     try:
         uid = UID(ts)
         return bool(
@@ -139,7 +145,7 @@ def _file_meta(buf: bytes) -> tuple[dict[int, bytes], int]:
         if vr in _SHORT:
             (length,) = _UNPACK_SHORT(buf, pos + 6)
             start = pos + 8
-        elif vr in _LONG and vr != b"SQ":
+        elif vr in _LONG and vr != b"SQ" and pos + 12 <= len(buf):
             (length,) = _UNPACK_LONG(buf, pos + 8)
             start = pos + 12
         else:
@@ -214,7 +220,7 @@ class _Walker:
                 return out, pos + 8, None
             if mode == _TOP and tag in PIXEL_TAGS:
                 return out, pos, pos
-            if tag <= last or group in (0x0002, 0xFFFE) or tag == EXTENDED_OFFSET_TABLE:
+            if tag <= last or group in _DECLINED_GROUPS or tag == EXTENDED_OFFSET_TABLE:
                 raise Decline
             last = tag
             vr_bytes = buf[pos + 4 : pos + 6]

@@ -21,7 +21,8 @@ the test corpus):
   (all ASCII in G0) decodes it the same.
 * PN (``convert_PN``): trailing spaces / NULs of the whole value removed, split, each
   name's ``=`` groups with trailing empty groups dropped.
-* IS: ``[+-]digits`` (at most 9) per value; DS: a finite ``float()`` per value (PS3.18 F.2.3.1).
+* IS: ``[+-]digits`` (at most 9) per value; DS: a finite ``float()`` per value (PS3.18
+  F.2.3.1); each without the spaces ``int()`` / ``float()`` ignore, and only those.
 * US, SS, UL, SL, SV, UV, FL, FD: the numbers, in the element's byte order.
 
 An empty value (no bytes, or only padding) is ``[]`` (no "Value"); an empty value among
@@ -42,6 +43,7 @@ _NUMBERS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "SV": "q", "UV": "Q", "F
 _SIZES = {vr: struct.calcsize(code) for vr, code in _NUMBERS.items()}
 _INTEGER = re.compile(r"[+-]?[0-9]{1,9}")  # larger ones: pydicom decides (PS3.5 IS range)
 _ESC = 0x1B
+_ASCII_SPACE = " \t\n\v\f\r"  # what int() and float() ignore around a number
 
 #: Specific Character Sets (PS3.3 C.12.1.1.2) whose text is decoded here, single-valued:
 #: every byte a character (ISO_IR 100, Latin-1), or UTF-8 decoded strictly (ISO_IR 192)
@@ -131,8 +133,10 @@ def _person_names(values: list[str]) -> list[Any]:
 
 def _integers(values: list[str]) -> list[Any] | None:
     out: list[Any] = []
-    for v in values:
-        v = v.strip()
+    for value in values:
+        v = _number_text(value)
+        if v is None:
+            return None
         if not v:
             out.append(None)
         elif _INTEGER.fullmatch(v):
@@ -142,10 +146,20 @@ def _integers(values: list[str]) -> list[Any] | None:
     return [] if out == [None] else out
 
 
+def _number_text(v: str) -> str | None:
+    """``v`` without the spaces ``int()`` and ``float()`` ignore around a number; None
+    when control characters that ``str.strip()`` also removes (0x1C-0x1F) are left at its
+    ends: pydicom's conversion then fails or reads it as empty, its way decides."""
+    v = v.strip(_ASCII_SPACE)
+    return v if v == v.strip() else None
+
+
 def _decimals(values: list[str]) -> list[Any] | None:
     out: list[Any] = []
-    for v in values:
-        v = v.strip()
+    for value in values:
+        v = _number_text(value)
+        if v is None:
+            return None
         if not v:
             out.append(None)
             continue
