@@ -47,11 +47,19 @@ def _instance(study: str, series: str, when: tuple[str, str], number: int) -> by
     return out.getvalue()
 
 
+def _study_on(shard: str) -> str:
+    while place(uid := generate_uid(), SHARDS) != shard:
+        pass
+    return uid
+
+
 def _dataset() -> list[tuple[str, str, str, bytes]]:
     """(study, series, sop, file) of 15 studies, 2 series x 1-2 instances each."""
     items = []
     for n, when in enumerate(WHEN):
-        study = generate_uid()
+        # the first studies go one to each shard, so every shard holds some (random UIDs
+        # alone left one empty about once in 150 runs)
+        study = _study_on(SHARDS[n]) if n < len(SHARDS) else generate_uid()
         for s in range(2):
             series = generate_uid()
             for k in range(1 + (n + s) % 2):

@@ -609,7 +609,9 @@ def admin_server(settings: Settings, queued: list[int]) -> Iterator[str]:
 async def test_admin_api_and_cli(shards, registry, router_settings, http, capsys):
     s1, s2 = shards["s1"], shards["s2"]
     await register(registry, s1)
-    await store_studies(http, shards, ["s1"], 6)
+    # some of them move when s2 joins: random UIDs alone left none to move 1 time in 64
+    moving = uids_placed(2, "s2", ["s1", "s2"])
+    await store_studies(http, shards, ["s1"], 6, uids=moving)
     queued: list[int] = []
     with admin_server(router_settings, queued) as url:
         async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=30) as api:
