@@ -58,6 +58,7 @@ import logging
 import struct
 import tempfile
 import zlib
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from typing import IO, Any
@@ -456,11 +457,6 @@ def _frame_index(
     indexed is recorded as such (its frames are decoded), never a failure."""
     if pixel is None:
         return None
-
-    def read(offset: int, length: int) -> bytes:
-        fp.seek(offset)
-        return fp.read(length)
-
     photometric = ds.get("PhotometricInterpretation")
     geometry = Geometry(
         rows=small_int(ds, "Rows"),
@@ -469,7 +465,7 @@ def _frame_index(
         bits_allocated=small_int(ds, "BitsAllocated"),
         photometric_interpretation=photometric if isinstance(photometric, str) else None,
     )
-    extended_offsets = raw_value(ds, 0x7FE00001, read)
+    extended_offsets = raw_value(ds, 0x7FE00001, _reader(fp))
     return _index(fp, pixel, ts, _frames(ds, pixel.info) or 1, geometry, extended_offsets)
 
 
@@ -481,10 +477,6 @@ def _index(
     geometry: Geometry,
     extended_offsets: bytes | None,
 ) -> FrameIndex:
-    def read(offset: int, length: int) -> bytes:
-        fp.seek(offset)
-        return fp.read(length)
-
     try:
         return build_frame_index(
             pixel.info,
@@ -493,10 +485,20 @@ def _index(
             number_of_frames=frames,
             geometry=geometry,
             extended_offsets=extended_offsets,
-            read=read,
+            read=_reader(fp),
         )
     except Exception as exc:  # a table pointing anywhere, a value that will not read...
         return FrameIndex(decode=f"frame index not built: {type(exc).__name__}: {_clip(str(exc))}")
+
+
+def _reader(fp: BoundedReader) -> Callable[[int, int], bytes]:
+    """``read(offset, length)`` over ``fp``."""
+
+    def read(offset: int, length: int) -> bytes:
+        fp.seek(offset)
+        return fp.read(length)
+
+    return read
 
 
 # --------------------------------------------------------------------------- fast path
