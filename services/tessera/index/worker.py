@@ -21,7 +21,7 @@ import redis.exceptions
 
 from tessera.index.worker_health import health_server
 from tessera.index.writer import index_instances
-from tessera.shared import metrics
+from tessera.shared import malloc, metrics
 from tessera.shared.db.pool import create_pool
 from tessera.shared.levels import Layout
 from tessera.shared.messages import IndexJob, IndexReply, InstanceOutcome
@@ -160,6 +160,7 @@ def main() -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
+    malloc.tune()  # as the HTTP services (tessera.shared.serve)
     # uvloop (a dependency, as for the HTTP services) makes each asyncpg and Redis round
     # trip cheaper; plain asyncio where it cannot be imported
     try:

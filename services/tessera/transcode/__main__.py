@@ -25,12 +25,14 @@ def main() -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
 
+    from tessera.shared import malloc
     from tessera.shared.metrics import clear_multiprocess_dir
     from tessera.shared.transcode import queue_name
     from tessera.transcode import health
     from tessera.transcode.celery_app import app
 
     clear_multiprocess_dir(folder)
+    malloc.tune()  # decoded frames and renderings of 0.1-4 MiB (the children inherit it)
     health.install(app)
     app.worker_main(
         [

@@ -21,6 +21,7 @@ from typing import Any
 
 import uvicorn
 
+from tessera.shared import malloc
 from tessera.shared.auth.exposure import check_exposure
 from tessera.shared.http_limits import guarded_protocol
 from tessera.shared.settings import Settings
@@ -41,6 +42,7 @@ def serve(
         level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
     check_exposure(settings, public=public)
+    malloc.tune()  # before any thread, and before the workers fork (they inherit it)
     if bool(settings.tls_cert) != bool(settings.tls_key):
         raise SystemExit("HTTPS needs both TESSERA_TLS_CERT and TESSERA_TLS_KEY")
     workers = int(getattr(settings, workers_setting)) if workers_setting else 1
