@@ -1,14 +1,11 @@
-"""The render lane's warm-up (tessera.transcode.lane.warm_up, issue 12): each lane thread
-renders a tiny image and opens its clients before its first job, and a Redis that is not
-there yet neither fails nor holds the thread."""
+"""The transcode worker's warm-up (tessera.transcode.lane.warm_up, issue 12): a tiny image
+rendered as JPEG and PNG before the worker starts."""
 
 from __future__ import annotations
 
 import io
 import logging
-import threading
-import time
-from pathlib import Path
+import sys
 
 import numpy as np
 from PIL import Image
@@ -16,10 +13,7 @@ from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian
 
 from tessera.shared.rendering import JPEG, PNG, RenderParams
-from tessera.shared.settings import Settings
-from tessera.shared.transcode.contract import HEARTBEAT
 from tessera.transcode import lane
-from tessera.transcode.cache import close_own_loop
 from tessera.transcode.render_tasks import rendition
 
 
@@ -35,23 +29,10 @@ def test_the_sample_is_a_ct_image_that_renders_as_jpeg_and_png():
     assert png.shape == (16, 16) and png.min() == 0 and png.max() == 255
 
 
-def test_a_redis_that_is_not_there_is_a_warning_and_the_thread_goes_on(
-    tmp_path: Path, caplog
-) -> None:
-    settings = Settings(redis_url="redis://127.0.0.1:9/0", storage_url=f"file://{tmp_path}")
-    ended: list[float] = []
-
-    def thread() -> None:
-        started = time.monotonic()
-        try:
-            lane.warm_up(settings)
-        finally:
-            close_own_loop()
-            ended.append(time.monotonic() - started)
-
+def test_the_warm_up_loads_the_image_plugins_and_logs_nothing(caplog):
+    """It runs before the worker forks its pool (transcode/__main__.py): what it loads, the
+    children have, and no thread of the worker imports them while a child is forked."""
     with caplog.at_level(logging.WARNING, logger=lane.__name__):
-        t = threading.Thread(target=thread)
-        t.start()
-        t.join(HEARTBEAT + 10)
-    assert ended and ended[0] < HEARTBEAT + 10
-    assert any("render lane warm-up" in r.getMessage() for r in caplog.records)
+        lane.warm_up()
+    assert not caplog.records
+    assert {"PIL.JpegImagePlugin", "PIL.PngImagePlugin"} <= set(sys.modules)

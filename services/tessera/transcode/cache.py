@@ -134,14 +134,6 @@ def run(settings: Settings, coroutine: Coroutine[Any, Any, T]) -> T:
     return loop.runner.run(coroutine)
 
 
-async def open_clients(settings: Settings, seconds: float) -> None:
-    """Open the store and Redis client of this thread's loop now (run by :func:`run`),
-    and see Redis answer within ``seconds``: a warm-up, so that a first task does not
-    wait for either."""
-    _, redis, _ = _clients(settings)
-    await asyncio.wait_for(redis.ping(), seconds)
-
-
 def _clients(settings: Settings) -> tuple[ObjectStore, aioredis.Redis, bool]:
     """The store and Redis client of this thread's loop (kept), or new ones for this
     call only (True: close them after) when not run by :func:`run`."""

@@ -10,11 +10,13 @@ lane's alive key; a worker stopped, killed or cut from Redis lets it expire, and
 sends through Celery again. Only uncompressed images come this way (retrieve's choice),
 so no decoder that could crash on hostile data runs in this process.
 
-Each thread warms up before it takes its first job (:func:`warm_up`): its loop, store and
-Redis client opened, and a tiny image read and rendered as JPEG and PNG, so that the first
-renderings after a start do not pay for them (issue 12: a thread's first three renderings
-of a 512 x 512 CT took 15, 14 and 10 ms to make, against 2-3 ms once warm; 5, 5 and 3
-after the warm-up).
+Before the worker starts, :func:`warm_up` reads and renders a tiny image as JPEG and PNG,
+so that the first renderings after a start do not pay for the modules and codecs they
+load (issue 12: a lane's first three renderings of a 512 x 512 CT took 15, 14 and 10 ms
+to make, against 2-3 ms once warm; 5, 5 and 3 after the warm-up). It runs in the main
+thread before the pool forks its children and before any lane thread starts: a module
+being imported by another thread while the process forks stays locked for good in the
+child (a rendering there then waited forever).
 """
 
 from __future__ import annotations
@@ -118,21 +120,19 @@ def _sample() -> bytes:
     return out.getvalue()
 
 
-def warm_up(settings: Settings) -> None:
-    """Open this thread's loop and clients (:func:`tessera.transcode.cache.run`) and
-    render :func:`_sample` once per image type; a failure (Redis not up yet) is logged
-    and leaves the first job to open what it needs, as it would have."""
+def warm_up() -> None:
+    """Render :func:`_sample` once per image type, loading what renderings use; a failure
+    is logged and leaves the first rendering to load it, as it would have. Call it in the
+    main thread, before the worker's pool and threads start (see the module docstring)."""
     from tessera.shared.rendering import JPEG, PNG, RenderParams
-    from tessera.transcode.cache import open_clients, run
     from tessera.transcode.render_tasks import rendition
 
     try:
         sample = _sample()
         for media_type in (JPEG, PNG):
             rendition(sample, 1, RenderParams(media_type))
-        run(settings, open_clients(settings, HEARTBEAT))
     except Exception as e:
-        log.warning("render lane warm-up: %s: %s", type(e).__name__, e)
+        log.warning("render warm-up: %s: %s", type(e).__name__, e)
 
 
 def _replier(client: redis.Redis, reply_to: str) -> Callable[[LaneAnswer], None]:
@@ -173,7 +173,6 @@ class Lane(bootsteps.StartStopStep):
         me = socket.gethostname()
         renewed = 0.0
         try:
-            warm_up(settings)
             while not self._stop.is_set():
                 try:
                     if time.monotonic() - renewed >= HEARTBEAT:
