@@ -13,7 +13,7 @@ so no decoder that could crash on hostile data runs in this process.
 Before the worker starts, :func:`warm_up` reads and renders a tiny image as JPEG and PNG,
 so that the first renderings after a start do not pay for the modules and codecs they
 load (issue 12: a lane's first three renderings of a 512 x 512 CT took 15, 14 and 10 ms
-to make, against 2-3 ms once warm; 5, 5 and 3 after the warm-up). It runs in the main
+to make, against 2-3 ms once warm; 7, 3 and 3 after the warm-up). It runs in the main
 thread before the pool forks its children and before any lane thread starts: a module
 being imported by another thread while the process forks stays locked for good in the
 child (a rendering there then waited forever).
