@@ -30,7 +30,7 @@ def main() -> None:
     from tessera.shared.transcode import queue_name
     from tessera.transcode import health
     from tessera.transcode.celery_app import app
-    from tessera.transcode.lane import warm_up
+    from tessera.transcode.warm import warm_up
 
     clear_multiprocess_dir(folder)
     malloc.tune()  # decoded frames and renderings of 0.1-4 MiB (the children inherit it)

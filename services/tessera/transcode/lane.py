@@ -9,14 +9,6 @@ goes back in it at once, and is written to storage after. While they run they re
 lane's alive key; a worker stopped, killed or cut from Redis lets it expire, and retrieve
 sends through Celery again. Only uncompressed images come this way (retrieve's choice),
 so no decoder that could crash on hostile data runs in this process.
-
-Before the worker starts, :func:`warm_up` reads and renders a tiny image as JPEG and PNG,
-so that the first renderings after a start do not pay for the modules and codecs they
-load (issue 12: a lane's first three renderings of a 512 x 512 CT took 15, 14 and 10 ms
-to make, against 2-3 ms once warm; 7, 3 and 3 after the warm-up). It runs in the main
-thread before the pool forks its children and before any lane thread starts: a module
-being imported by another thread while the process forks stays locked for good in the
-child (a rendering there then waited forever).
 """
 
 from __future__ import annotations
@@ -91,48 +83,6 @@ def answer(settings: Settings, job: LaneJob, reply: Callable[[LaneAnswer], None]
     elif done.error:  # answered with the rendering, then not stored: made again next time
         log.warning("%s of %s answered but not stored: %s", req.describe(), req.storage_key,
                     done.reason)  # fmt: skip
-
-
-def _sample() -> bytes:
-    """A 16 x 16 MONOCHROME2 CT image of 16-bit values as a PS3.10 file (Explicit VR
-    Little Endian): what :func:`warm_up` renders."""
-    import io
-
-    import numpy as np
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.Rows = ds.Columns = 16
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
-    ds.WindowCenter, ds.WindowWidth = 40, 400
-    ds.PixelData = (np.arange(256, dtype="<u2") * 16).tobytes()
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    return out.getvalue()
-
-
-def warm_up() -> None:
-    """Render :func:`_sample` once per image type, loading what renderings use; a failure
-    is logged and leaves the first rendering to load it, as it would have. Call it in the
-    main thread, before the worker's pool and threads start (see the module docstring)."""
-    from tessera.shared.rendering import JPEG, PNG, RenderParams
-    from tessera.transcode.render_tasks import rendition
-
-    try:
-        sample = _sample()
-        for media_type in (JPEG, PNG):
-            rendition(sample, 1, RenderParams(media_type))
-    except Exception as e:
-        log.warning("render warm-up: %s: %s", type(e).__name__, e)
 
 
 def _replier(client: redis.Redis, reply_to: str) -> Callable[[LaneAnswer], None]:

@@ -23,6 +23,7 @@ import ctypes
 import ctypes.util
 import logging
 import os
+from collections.abc import Mapping
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,10 @@ _SETTINGS = (
 )
 
 
-def tune(environ: dict[str, str] | None = None) -> dict[str, int]:
+def tune(environ: Mapping[str, str] | None = None) -> dict[str, int]:
     """Apply the settings the environment does not set; what was applied, by name. Call
     it early in a service's process, before its threads start."""
-    env = os.environ if environ is None else environ
+    env: Mapping[str, str] = os.environ if environ is None else environ
     try:
         mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
     except (OSError, AttributeError):
