@@ -7,6 +7,7 @@ the sweeper for an orphan with the same bytes never loses its object."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 import time
@@ -28,6 +29,7 @@ from tessera.shared.storage import (
     ObjectStore,
     derived_key,
     instance_key,
+    instance_keys,
     open_store,
     rendered_key,
 )
@@ -141,6 +143,30 @@ async def test_orphans_caches_and_temporaries_go_referenced_objects_stay(shard: 
     progress = await shard.pool.fetchrow("SELECT phase, finished_at FROM sweep_progress")
     assert progress["phase"] == "done" and progress["finished_at"] is not None
     assert await shard.sweeper(grace=0).sweep() == {}  # the next pass finds nothing
+
+
+async def test_objects_under_the_earlier_two_level_layout_are_swept_as_referenced(
+    shard: Shard,
+) -> None:
+    """Rows stored before the one-level layout (instance_key) keep their two-level keys:
+    such an object and its caches stay while its row does, and go with the row."""
+    data, inst = describe(FLAIR[0])
+    legacy = instance_keys(inst.sha256)[1]
+    assert legacy == f"instances/{inst.sha256[:2]}/{inst.sha256[2:4]}/{inst.sha256}.dcm"
+    assert instance_key(inst.sha256) == f"instances/{inst.sha256[:2]}/{inst.sha256}.dcm"
+    inst = dataclasses.replace(inst, storage_key=legacy)
+    kept = [legacy, derived_key(legacy, EVRLE), rendered_key(legacy, 1, "0" * 16, "jpg")]
+    for key in kept:
+        await shard.store.put_bytes(key, data.data if key == legacy else b"cache")
+    async with shard.pool.acquire() as conn:
+        await index_instances(conn, [inst])
+    assert await shard.sweeper(grace=0).sweep() == {}
+    assert await _keys(shard.store) == set(kept)
+
+    await shard.pool.execute("DELETE FROM instance WHERE storage_key = $1", legacy)
+    # the object goes in the orphan phase, its caches with it
+    assert await shard.sweeper(grace=0).sweep() == {"orphan": 1}
+    assert await _keys(shard.store) == set()
 
 
 async def test_a_pinned_orphan_is_kept_until_unpinned(shard: Shard) -> None:

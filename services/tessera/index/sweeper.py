@@ -43,7 +43,7 @@ from tessera.shared import metrics
 from tessera.shared.db.pool import create_pool
 from tessera.shared.health_server import HealthServer, redis_and_database
 from tessera.shared.settings import Settings
-from tessera.shared.storage import ObjectStore, instance_key, open_store
+from tessera.shared.storage import ObjectStore, instance_key, instance_keys, open_store
 from tessera.shared.storage.guard import ObjectGuard
 
 log = logging.getLogger("tessera.index.sweeper")
@@ -182,7 +182,8 @@ class Sweeper:
     ) -> None:
         if not stems:
             return
-        keys = {instance_key(stem): stem for stem in stems if len(stem) == 64}
+        # a row may hold the stem's object under either layout (instance_keys)
+        keys = {key: stem for stem in stems if len(stem) == 64 for key in instance_keys(stem)}
         rows = await self.pool.fetch(
             "SELECT storage_key FROM instance WHERE storage_key = ANY($1::text[])", list(keys)
         )
@@ -190,12 +191,13 @@ class Sweeper:
         for stem, modified in stems.items():
             if stem in referenced or modified >= cutoff:
                 continue
-            key = instance_key(stem)
+            key = instance_key(stem)  # what a STOW of these bytes pins
             removed = self.dry_run
             if not self.dry_run and await self.guard.claim(key):
                 try:
                     if not await self.pool.fetchval(
-                        "SELECT 1 FROM instance WHERE storage_key = $1", key
+                        "SELECT 1 FROM instance WHERE storage_key = ANY($1::text[])",
+                        list(instance_keys(stem)),
                     ):
                         await self.store.delete_prefix(f"{top}{stem}/")
                         removed = True

@@ -17,6 +17,7 @@ from tessera.shared.storage.base import (
     derived_key,
     derived_prefixes,
     instance_key,
+    instance_keys,
     rendered_key,
 )
 from tessera.shared.storage.local import LocalStore
@@ -28,6 +29,7 @@ __all__ = [
     "derived_key",
     "derived_prefixes",
     "instance_key",
+    "instance_keys",
     "open_store",
     "rendered_key",
 ]

@@ -10,8 +10,26 @@ CHUNK = 1024 * 1024
 
 
 def instance_key(sha256_hex: str) -> str:
-    """Hash-prefixed, content-addressed key of a stored DICOM instance."""
-    return f"instances/{sha256_hex[:2]}/{sha256_hex[2:4]}/{sha256_hex}.dcm"
+    """Hash-prefixed, content-addressed key of a stored DICOM instance:
+    ``instances/<first two hex digits>/<sha256>.dcm``.
+
+    One level of 256 prefixes, not two (``instances/ab/cd/``, before 2026-12, which
+    :func:`instance_keys` still knows): on a local folder a young archive then creates a
+    folder for its first few hundred instances only, not for most of its first 65,536,
+    and creating a folder costs as much as creating the file (an inode each; on a
+    churned ext4 that is up to a millisecond of CPU, bench/README "Inodes"). 256 folders
+    keep 40,000 files each at ten million instances, which ext4's hashed directories and
+    S3's prefixes take in their stride. A row keeps the key it was stored under, so
+    objects stored under the earlier layout are read, deleted and swept as before.
+    """
+    return f"instances/{sha256_hex[:2]}/{sha256_hex}.dcm"
+
+
+def instance_keys(sha256_hex: str) -> tuple[str, str]:
+    """Every key the object of these bytes may have: :func:`instance_key`, then the
+    earlier two-level one (``instances/ab/cd/<sha256>.dcm``), which older rows hold."""
+    h = sha256_hex
+    return instance_key(h), f"instances/{h[:2]}/{h[2:4]}/{h}.dcm"
 
 
 def _stem(storage_key: str) -> str:
