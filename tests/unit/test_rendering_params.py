@@ -56,7 +56,7 @@ def test_digest_names_the_rendering_not_its_spelling():
 
 def test_rendered_key():
     key = rendered_key("instances/ab/cd/abcd.dcm", 3, FULL.digest(), FULL.extension)
-    assert key == f"rendered/abcd/3/{FULL.digest()}.jpg"
+    assert key == f"rendered/abcd/3-{FULL.digest()}.jpg"  # one folder per instance
 
 
 @pytest.mark.parametrize(

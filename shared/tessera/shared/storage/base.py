@@ -57,21 +57,29 @@ def derived_key(storage_key: str, transfer_syntax_uid: str) -> str:
 def derived_frame_key(storage_key: str, frame_number: int, transfer_syntax_uid: str) -> str:
     """Key of one frame's pixel data in another Transfer Syntax (PS3.18 10.4.1.1.x frames).
 
-    ``derived/<sha256>/frames/<TransferSyntaxUID>/<frame>``, next to :func:`derived_key`
+    ``derived/<sha256>/<TransferSyntaxUID>.frame-<frame>``, next to :func:`derived_key`
     and immutable like it: the bytes of frame ``frame_number`` (1-based) of the stored
-    object, as transcode decoded them. Retrieve checks it before asking transcode.
+    object, as transcode decoded them. Retrieve checks it before asking transcode. One
+    folder per instance, as for :func:`rendered_key` (each folder is an inode to create:
+    :func:`instance_key`); frames stored before 2026-12 under
+    ``frames/<TransferSyntaxUID>/<frame>`` are no longer looked at (made again when asked
+    for) and go with their instance's ``derived/<sha256>/``.
     """
-    return f"derived/{_stem(storage_key)}/frames/{transfer_syntax_uid}/{frame_number}"
+    return f"derived/{_stem(storage_key)}/{transfer_syntax_uid}.frame-{frame_number}"
 
 
 def rendered_key(storage_key: str, frame_number: int, digest: str, extension: str) -> str:
     """Key of one rendered frame (the rendering cache, PS3.18 8.3.5).
 
-    ``rendered/<sha256>/<frame>/<digest>.<extension>``, ``digest`` naming the rendering
+    ``rendered/<sha256>/<frame>-<digest>.<extension>``, ``digest`` naming the rendering
     parameters (:meth:`tessera.shared.rendering.RenderParams.digest`); immutable like
     :func:`derived_key`. Retrieve checks it before asking transcode, transcode writes it.
+    One folder per instance, not one more per frame: a first rendering creates one
+    folder and one file (each an inode: :func:`instance_key`). Renderings stored before
+    2026-12 under ``<frame>/<digest>`` are no longer looked at (made again when asked
+    for) and go with their instance's ``rendered/<sha256>/``.
     """
-    return f"rendered/{_stem(storage_key)}/{frame_number}/{digest}.{extension}"
+    return f"rendered/{_stem(storage_key)}/{frame_number}-{digest}.{extension}"
 
 
 @dataclass(frozen=True)
