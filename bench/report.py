@@ -208,6 +208,24 @@ def _stow_rows(results: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def _file_create_note(results: dict[str, Any]) -> list[str]:
+    """What creating a file cost just before each STOW (bench.fsprobe), when measured."""
+    found = []
+    for mode in results["plan"]["stow_modes"]:
+        label = mode["label"]
+        for target in TARGETS:
+            us = (_get(results, target, "stow", label) or {}).get("file_create_us_before")
+            if us is not None:
+                found.append(f"{label} {target.capitalize()} {us:g}")
+    if not found:
+        return []
+    return [
+        "Creating a file in the bench's folder just before each STOW (median CPU, µs; "
+        "every stored instance creates at least one, bench/fsprobe.py): " + ", ".join(found) + ".",
+        "",
+    ]
+
+
 def _latency_rows(results: dict[str, Any], section: str) -> list[list[str]]:
     names: list[str] = []
     for target in TARGETS:
@@ -323,6 +341,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         *_table(STOW_HEADER, _stow_rows(results)),
         "",
+        *_file_create_note(results),
         f"## QIDO-RS latency (ms, sequential, {plan['repetitions']} timed requests each)",
         "",
         *_table(QIDO_HEADER, _latency_rows(results, "qido")),

@@ -48,7 +48,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bench import cluster, ohif, proccpu, report, summary, workloads
+from bench import cluster, fsprobe, ohif, proccpu, report, summary, workloads
 from bench.dataset import GeneratedSet, Spec, ensure
 from bench.orthanc import OrthancProcess, start_orthanc
 
@@ -92,9 +92,11 @@ def target(
     name: str, args: argparse.Namespace, scratch: Path, facts: dict[str, Any]
 ) -> Iterator[tuple[str, proccpu.CpuProbe]]:
     """The DICOMweb base URL of ``name``: the running server given on the command line, or
-    a fresh one of our own (started in a new folder under ``scratch``, stopped and deleted
-    afterwards), and what its processes have used of the CPU so far, by service (nothing
-    for a server of someone else's). Versions and configuration go into ``facts``."""
+    a fresh one of our own (started in a new folder under ``scratch``, stopped afterwards;
+    its folder goes with ``scratch`` at the end of the run, not now: deleting its thousands
+    of files would make creating files dearer for the next target, :mod:`bench.fsprobe`),
+    and what its processes have used of the CPU so far, by service (nothing for a server
+    of someone else's). Versions and configuration go into ``facts``."""
     external_url = args.orthanc_url if name == "orthanc" else args.tessera_url
     if external_url:
         workloads.check_loopback(external_url)
@@ -123,8 +125,6 @@ def target(
         yield server.dicomweb_url, probe
     finally:
         server.stop()
-        if not args.keep:
-            shutil.rmtree(folder, ignore_errors=True)
         log(f"{name} stopped")
 
 
@@ -204,13 +204,16 @@ async def measure_stow(
     bodies: list[workloads.StowBody],
     node: dict[str, Any],
     cpu: proccpu.CpuProbe = dict,
+    scratch: Path | None = None,
 ) -> None:
     """Store the dataset once with ``mode`` and check the target now holds all of it; the
     server CPU per stored instance, by service (issue 12). The disks settle first
     (:func:`bench.proccpu.settle_disks`): what the previous target wrote and freed would
-    otherwise be flushed and trimmed in this one's time and CPU."""
+    otherwise be flushed and trimmed in this one's time and CPU. What creating a file costs
+    in ``scratch`` just before is kept beside the figures (:mod:`bench.fsprobe`)."""
     waited = await asyncio.to_thread(proccpu.settle_disks)
     log(f"  disks settled in {waited:.1f}s")
+    create_us = fsprobe.file_create_us(scratch) if scratch is not None else None
     before = cpu()
     result = await workloads.store(url, bodies, mode.concurrency)
     used = proccpu.spent(before, cpu())
@@ -221,6 +224,8 @@ async def measure_stow(
         summary["server_cpu_ms_per_instance_by_service"] = dict(
             sorted(per.items(), key=lambda kv: -kv[1])
         )
+    if create_us is not None:
+        summary["file_create_us_before"] = create_us
     node["stow"][mode.label] = summary
     log(
         f"  STOW {mode.label}: {result.instances_per_s:.1f} inst/s, {result.mb_per_s:.1f} MB/s"
@@ -305,7 +310,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                             node["notes"].append(f"STOW {mode.label} not measured: {NOT_EMPTY}")
                         else:
                             log(f"{name}: STOW {mode.label} ({len(bodies)} requests)")
-                            await measure_stow(url, mode, bodies, node, cpu)
+                            await measure_stow(url, mode, bodies, node, cpu, scratch)
                 del bodies
                 if last:
                     for name, measured in (await measure_reads(urls, data, args)).items():
