@@ -11,6 +11,7 @@ so a redelivered job changes nothing and answers the same.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import time
@@ -112,6 +113,19 @@ class IndexWorker:
         except _TRANSIENT:
             raise
         except Exception as e:
+            if len(job.instances) > 1:
+                # a job of several (a STOW's group, tessera.ingest.to_index): each
+                # instance alone, so that the bad one fails alone
+                log.exception(
+                    "index job %s failed; committing its %d instances one by one",
+                    job.job_id,
+                    len(job.instances),
+                )
+                one_by_one = [
+                    await self._commit_alone(dataclasses.replace(job, instances=(inst,)))
+                    for inst in job.instances
+                ]
+                return tuple(outcome for (outcome,) in one_by_one)
             log.exception("index job %s failed", job.job_id)
             reason = f"index failed: {type(e).__name__}: {e}"
             return tuple(

@@ -2,8 +2,9 @@
 
 ``POST /studies`` and ``POST /studies/{StudyInstanceUID}`` with a
 ``multipart/related; type="application/dicom"`` body. Parts are read one at a time
-(spooled to disk past a threshold), each parsed without its pixel data, validated,
-written to storage under its content hash and sent to the index as its own job. The
+(spooled to disk past a threshold), each parsed without its pixel data, validated and
+written to storage under its content hash; the stored ones go to the index several to a
+job (:mod:`tessera.ingest.to_index`). The
 response is built only after the index has committed the instances it was sent
 (read-your-writes): an instance the index did not confirm in ``index_timeout`` seconds
 is reported failed, and re-sending it later succeeds.
@@ -26,6 +27,7 @@ from typing import IO, Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tessera.ingest.to_index import Stored, ToIndex
 from tessera.shared import metrics
 from tessera.shared.accept import requested_accept
 from tessera.shared.auth.internal import principal_of
@@ -39,7 +41,7 @@ from tessera.shared.errors import (
 )
 from tessera.shared.http import DicomJSONResponse, public_base_url
 from tessera.shared.mediatypes import parse_accept
-from tessera.shared.messages import IndexInstance, IndexJob, InstanceOutcome
+from tessera.shared.messages import IndexInstance, InstanceOutcome
 from tessera.shared.multipart import Part
 from tessera.shared.queue import IndexQueue, reply_key
 from tessera.shared.refs import check_uid
@@ -57,15 +59,6 @@ from tessera.shared.stow import (
 )
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class _Stored:
-    """A part written to storage and sent to the index, awaiting its commit."""
-
-    instance: IndexInstance
-    written_now: bool
-    warning: int | None
 
 
 @dataclass
@@ -100,19 +93,38 @@ class StoreInstances:
         moved = is_move(request)  # a rebalance's copy: "move-in" in the change feed
 
         reply_to = reply_key(self.settings.shard, uuid.uuid4().hex)
-        sent: dict[str, _Stored] = {}
         failed: list[_Failed] = []
+
+        def refused(stored: Stored, error: Exception) -> None:
+            inst = stored.instance
+            failed.append(
+                _Failed(
+                    inst.sop_class_uid,
+                    inst.sop_instance_uid,
+                    FailureReason.REFUSED_OUT_OF_RESOURCES,
+                    f"could not queue it for the index now ({type(error).__name__}); "
+                    "re-send the instance",
+                )
+            )
+
+        to_index = ToIndex(self.queue, reply_to, self.settings.duplicate_policy, refused)
         body_error: str | None = None
         parts = read_stow_parts(request.stream(), content_type, self.settings)
         try:
             async with aclosing(parts):
                 async for part in parts:
-                    await self._one(part, study_uid, reply_to, sent, failed, labels, visible, moved)
+                    stored = await self._one(part, study_uid, failed, labels, visible, moved)
+                    if stored is not None:
+                        to_index.add(stored)
         except MultipartError as e:
-            if not sent and not failed:
+            if not to_index.count and not failed:
                 raise
             body_error = e.reason  # parts before the damage are still answered for
+        except BaseException:
+            to_index.abandon()
+            raise
 
+        sent = await to_index.close()
         outcomes = await self._wait_for_index(reply_to, len(sent))
         return await self._response(request, study_uid, sent, outcomes, failed, body_error)
 
@@ -120,13 +132,12 @@ class StoreInstances:
         self,
         part: Part,
         study_uid: str | None,
-        reply_to: str,
-        sent: dict[str, _Stored],
         failed: list[_Failed],
         labels: tuple[str, ...] = (),
         visible: tuple[str, ...] | None = None,
         moved: bool = False,
-    ) -> None:
+    ) -> Stored | None:
+        """Store ``part`` (pinned) and return it for the index, or append its failure."""
         if part.content_type is not None and part.content_type.essence != DICOM:
             failed.append(
                 _Failed(
@@ -137,7 +148,7 @@ class StoreInstances:
                     "send application/dicom (PS3.10 files)",
                 )
             )
-            return
+            return None
         known: ParsedInstance | None = None  # once parsed
         try:
             parsed, sha256 = await asyncio.to_thread(_parse_and_hash, part.file)
@@ -161,14 +172,14 @@ class StoreInstances:
                 metrics.INGEST_STORED_BYTES.inc(part.size)
         except InvalidInstance as e:
             failed.append(_Failed(e.sop_class_uid, e.sop_instance_uid, e.failure_reason, e.message))
-            return
+            return None
         except Exception as e:  # this part fails, not the request
             if known is None:  # a parser failure: ours, the data set is not understood
                 log.exception("parsing a STOW part failed")
                 failed.append(
                     _Failed(None, None, FailureReason.PROCESSING_FAILURE, f"could not parse: {e}")
                 )
-                return
+                return None
             # parsed, then storage or Redis down, a disk full, an object being removed:
             # Out of Resources (PS3.4 B.2.3, 0xA700), which tells the sender to send it
             # again, for the instance it names (issue 15)
@@ -181,7 +192,7 @@ class StoreInstances:
                     f"could not store it now ({type(e).__name__}); re-send the instance",
                 )
             )
-            return
+            return None
         inst = IndexInstance(
             study_instance_uid=parsed.study_instance_uid,
             series_instance_uid=parsed.series_instance_uid,
@@ -200,84 +211,89 @@ class StoreInstances:
             visible=visible,
             moved=moved,
         )
-        job = IndexJob(
-            job_id=uuid.uuid4().hex,
-            reply_to=reply_to,
-            instances=(inst,),
-            duplicate_policy=self.settings.duplicate_policy,
-            unpin=True,  # by the worker, with its answer
-        )
-        try:
-            await self.queue.send(job)
-        except Exception as e:  # Redis down: the object stays for the sweeper, pin expires
-            log.warning("queueing a STOW part failed: %s: %s", type(e).__name__, e)
-            failed.append(
-                _Failed(
-                    inst.sop_class_uid,
-                    inst.sop_instance_uid,
-                    FailureReason.REFUSED_OUT_OF_RESOURCES,
-                    f"could not queue it for the index now ({type(e).__name__}); "
-                    "re-send the instance",
-                )
-            )
-            return
         warning = WarningReason.ELEMENTS_DISCARDED if parsed.discarded_tags else None
-        sent[job.job_id] = _Stored(inst, written_now, warning)
+        return Stored(inst, written_now, warning)
 
-    async def _wait_for_index(self, reply_to: str, count: int) -> dict[str, InstanceOutcome]:
+    async def _wait_for_index(
+        self, reply_to: str, count: int
+    ) -> dict[str, tuple[InstanceOutcome, ...]]:
+        """Each job's outcomes (one per instance, in order) by job id, for the ``count``
+        jobs answered on ``reply_to`` within ``index_timeout``."""
         if count == 0:
             return {}
         replies = await self.queue.wait_replies(reply_to, count, self.settings.index_timeout)
-        return {r.job_id: r.outcomes[0] for r in replies if r.outcomes}
+        return {r.job_id: r.outcomes for r in replies}
 
     async def _response(
         self,
         request: Request,
         study_uid: str | None,
-        sent: dict[str, _Stored],
-        outcomes: dict[str, InstanceOutcome],
+        sent: dict[str, list[Stored]],
+        outcomes: dict[str, tuple[InstanceOutcome, ...]],
         failed: list[_Failed],
         body_error: str | None,
     ) -> Response:
         base = public_base_url(request, self.settings.dicomweb_prefix)
         referenced: list[dict[str, Any]] = []
-        for job_id, stored in sent.items():
-            inst = stored.instance
-            # committed or refused: the worker unpinned it with its answer (IndexJob.unpin);
-            # no answer in time: the pin expires by itself
-            outcome = outcomes.get(job_id)
-            if outcome is None:
-                failed.append(
-                    _Failed(
-                        inst.sop_class_uid,
-                        inst.sop_instance_uid,
-                        FailureReason.REFUSED_OUT_OF_RESOURCES,
-                        f"the index did not commit within {self.settings.index_timeout:g} s; "
-                        "re-send the instance",
-                    )
-                )
-            elif outcome.outcome in ("stored", "unchanged", "replaced"):
-                metrics.count_stored(outcome.outcome)
-                url = f"{base}/studies/{inst.study_instance_uid}/series/"
-                url += f"{inst.series_instance_uid}/instances/{inst.sop_instance_uid}"
-                referenced.append(_referenced(inst, url, stored.warning))
-            else:
-                reason = {
-                    "conflict": FailureReason.DUPLICATE_SOP_INSTANCE,
-                    "refused": FailureReason.NOT_AUTHORIZED,
-                }.get(outcome.outcome, FailureReason.PROCESSING_FAILURE)
-                failed.append(
-                    _Failed(inst.sop_class_uid, inst.sop_instance_uid, reason, outcome.reason)
-                )
-                if stored.written_now and outcome.outcome in ("conflict", "refused"):
-                    # our bytes are referenced by no row: do not leave them behind,
-                    # unless another STOW of the same bytes pinned them meanwhile
-                    if await self.guard.claim(inst.storage_key):
-                        try:
-                            await self.store.delete(inst.storage_key)
-                        finally:
-                            await self.guard.release(inst.storage_key)
+        for job_id, group in sent.items():
+            answered = outcomes.get(job_id, ())
+            for i, stored in enumerate(group):
+                outcome = answered[i] if i < len(answered) else None
+                await self._account(stored, outcome, base, referenced, failed)
+        return self._answer(study_uid, base, referenced, failed, body_error)
 
+    async def _account(
+        self,
+        stored: Stored,
+        outcome: InstanceOutcome | None,
+        base: str,
+        referenced: list[dict[str, Any]],
+        failed: list[_Failed],
+    ) -> None:
+        """``stored``'s entry in the answer: referenced, or failed with its reason."""
+        inst = stored.instance
+        # committed or refused: the worker unpinned it with its answer (IndexJob.unpin);
+        # no answer in time: the pin expires by itself
+        if outcome is None:
+            failed.append(
+                _Failed(
+                    inst.sop_class_uid,
+                    inst.sop_instance_uid,
+                    FailureReason.REFUSED_OUT_OF_RESOURCES,
+                    f"the index did not commit within {self.settings.index_timeout:g} s; "
+                    "re-send the instance",
+                )
+            )
+        elif outcome.outcome in ("stored", "unchanged", "replaced"):
+            metrics.count_stored(outcome.outcome)
+            url = f"{base}/studies/{inst.study_instance_uid}/series/"
+            url += f"{inst.series_instance_uid}/instances/{inst.sop_instance_uid}"
+            referenced.append(_referenced(inst, url, stored.warning))
+        else:
+            reason = {
+                "conflict": FailureReason.DUPLICATE_SOP_INSTANCE,
+                "refused": FailureReason.NOT_AUTHORIZED,
+            }.get(outcome.outcome, FailureReason.PROCESSING_FAILURE)
+            failed.append(
+                _Failed(inst.sop_class_uid, inst.sop_instance_uid, reason, outcome.reason)
+            )
+            if stored.written_now and outcome.outcome in ("conflict", "refused"):
+                # our bytes are referenced by no row: do not leave them behind,
+                # unless another STOW of the same bytes pinned them meanwhile
+                if await self.guard.claim(inst.storage_key):
+                    try:
+                        await self.store.delete(inst.storage_key)
+                    finally:
+                        await self.guard.release(inst.storage_key)
+
+    def _answer(
+        self,
+        study_uid: str | None,
+        base: str,
+        referenced: list[dict[str, Any]],
+        failed: list[_Failed],
+        body_error: str | None,
+    ) -> Response:
         studies = {r["_study"] for r in referenced}
         study_url = study_uid or (next(iter(studies)) if len(studies) == 1 else None)
         body: dict[str, Any] = {
