@@ -5,6 +5,7 @@ run (SIGINT) goes on where it stopped."""
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import subprocess
@@ -118,6 +119,34 @@ def test_a_folder_a_zip_and_a_dicomdir_are_stored_and_a_second_run_sends_nothing
     doc = json.loads(report.read_text())
     assert doc["stored"] == 0 and doc["already_stored"] == len(sops), out
     assert len(doc["failed"]) == 1
+
+
+def test_files_sharing_a_sop_instance_uid_are_each_reported_with_their_own_outcome(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A STOW-RS answer names instances by SOPInstanceUID only (PS3.18 10.5.3): three
+    files with the same one, in a batch of three, each get their own outcome (they went
+    in one request and were all reported stored before)."""
+    folder = tmp_path / "same-uid"
+    folder.mkdir()
+    sop, study = generate_uid(), generate_uid()
+    (folder / "a.dcm").write_bytes(make_instance(study=study, sop=sop))
+    # other bytes under the stored SOPInstanceUID: Duplicate SOP Instance (0x0111)
+    (folder / "b.dcm").write_bytes(make_instance(study=study, sop=sop, patient_name="Other"))
+    no_study = pydicom.dcmread(io.BytesIO(make_instance(study=study, sop=sop, size=16)))
+    del no_study.StudyInstanceUID
+    buffer = io.BytesIO()
+    no_study.save_as(buffer, enforce_file_format=True)
+    (folder / "c.dcm").write_bytes(buffer.getvalue())  # no StudyInstanceUID: 0xA900
+    report = tmp_path / "same.json"
+    run = store(cluster.base_url, str(folder), "--batch", "3", "--parallel", "1",
+                "--report", str(report), cwd=tmp_path)  # fmt: skip
+    out, _ = run.communicate(timeout=300)
+    assert run.returncode == 1, out
+    doc = json.loads(report.read_text())
+    assert doc["stored"] == 1, out
+    reasons = {Path(f["file"]).name: f["reason"] for f in doc["failed"]}
+    assert reasons == {"b.dcm": 0x0111, "c.dcm": 0xA900}, doc["failed"]
 
 
 def test_an_interrupted_run_goes_on_where_it_stopped(cluster: Cluster, tmp_path: Path) -> None:

@@ -65,6 +65,23 @@ def _values(item: dict[str, Any], tag: str) -> list[Any]:
     return list((item.get(tag) or {}).get("Value") or [])
 
 
+def _distinct(batch: list[Item]) -> list[list[Item]]:
+    """``batch`` as consecutive batches in which no SOPInstanceUID occurs twice: first
+    every first occurrence (and the files whose UID could not be read here), then every
+    second, and so on."""
+    rounds: list[list[Item]] = []
+    seen: dict[str, int] = {}
+    for item in batch:
+        n = 0
+        if item.sop is not None:
+            n = seen.get(item.sop, 0)
+            seen[item.sop] = n + 1
+        while len(rounds) <= n:
+            rounds.append([])
+        rounds[n].append(item)
+    return rounds
+
+
 @dataclass
 class Sender:
     """Sends batches on one ``httpx.Client``; ``done`` gets every final outcome."""
@@ -75,7 +92,17 @@ class Sender:
     stop: threading.Event = field(default_factory=threading.Event)
 
     def send(self, batch: list[Item]) -> None:
-        """Send ``batch`` until each instance has a final outcome (or ``stop`` is set)."""
+        """Send ``batch`` until each instance has a final outcome (or ``stop`` is set).
+
+        Files that share a SOPInstanceUID go in separate requests, in the order they were
+        found: a STOW-RS answer names each instance by its SOPInstanceUID alone (PS3.18
+        10.5.3, the Store Instances Response Module), so two parts with the same one
+        could not be told apart (the second's refusal was reported as the first's
+        success)."""
+        for requests in _distinct(batch):
+            self._send(requests)
+
+    def _send(self, batch: list[Item]) -> None:
         pending = batch
         delay = 1.0
         while pending and not self.stop.is_set():
