@@ -7,6 +7,7 @@ and the index worker, given a job of several with one bad instance, fails that o
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 
@@ -135,7 +136,7 @@ async def test_one_bad_instance_of_a_job_fails_alone(
     study = f"2.25.{uuid.uuid4().int}"
     good = [_stored(study, 1).instance, _stored(study, 3).instance]
     bad = _stored(study, 2).instance
-    bad = IndexInstance(**{**bad.__dict__, "metadata": {"00100010": {"vr": "PN", "Value": [b"x"]}}})
+    bad = dataclasses.replace(bad, metadata={"00100010": {"vr": "PN", "Value": [b"x"]}})
     reply_to = reply_key(settings.shard, uuid.uuid4().hex)
     job = IndexJob(job_id="j1", reply_to=reply_to, instances=(good[0], bad, good[1]))
     pool = await create_pool(database, max_size=2)

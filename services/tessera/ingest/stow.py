@@ -68,6 +68,13 @@ class _Failed:
     reason: int
     message: str
 
+    @classmethod
+    def out_of_resources(cls, sop_class_uid: str, sop_instance_uid: str, why: str) -> _Failed:
+        """Out of Resources (PS3.4 B.2.3, 0xA700) for the instance named: stored or queued
+        nothing lasting, so the sender is told to send it again (issue 15)."""
+        message = f"{why}; re-send the instance"
+        return cls(sop_class_uid, sop_instance_uid, FailureReason.REFUSED_OUT_OF_RESOURCES, message)
+
 
 class StoreInstances:
     """The handler; one per ingest app, holding its storage, queue and settings."""
@@ -97,15 +104,8 @@ class StoreInstances:
 
         def refused(stored: Stored, error: Exception) -> None:
             inst = stored.instance
-            failed.append(
-                _Failed(
-                    inst.sop_class_uid,
-                    inst.sop_instance_uid,
-                    FailureReason.REFUSED_OUT_OF_RESOURCES,
-                    f"could not queue it for the index now ({type(error).__name__}); "
-                    "re-send the instance",
-                )
-            )
+            why = f"could not queue it for the index now ({type(error).__name__})"
+            failed.append(_Failed.out_of_resources(inst.sop_class_uid, inst.sop_instance_uid, why))
 
         to_index = ToIndex(self.queue, reply_to, self.settings.duplicate_policy, refused)
         body_error: str | None = None
@@ -184,13 +184,9 @@ class StoreInstances:
             # Out of Resources (PS3.4 B.2.3, 0xA700), which tells the sender to send it
             # again, for the instance it names (issue 15)
             log.warning("storing a STOW part failed: %s: %s", type(e).__name__, e)
+            why = f"could not store it now ({type(e).__name__})"
             failed.append(
-                _Failed(
-                    known.sop_class_uid,
-                    known.sop_instance_uid,
-                    FailureReason.REFUSED_OUT_OF_RESOURCES,
-                    f"could not store it now ({type(e).__name__}); re-send the instance",
-                )
+                _Failed.out_of_resources(known.sop_class_uid, known.sop_instance_uid, why)
             )
             return None
         inst = IndexInstance(
@@ -255,15 +251,8 @@ class StoreInstances:
         # committed or refused: the worker unpinned it with its answer (IndexJob.unpin);
         # no answer in time: the pin expires by itself
         if outcome is None:
-            failed.append(
-                _Failed(
-                    inst.sop_class_uid,
-                    inst.sop_instance_uid,
-                    FailureReason.REFUSED_OUT_OF_RESOURCES,
-                    f"the index did not commit within {self.settings.index_timeout:g} s; "
-                    "re-send the instance",
-                )
-            )
+            why = f"the index did not commit within {self.settings.index_timeout:g} s"
+            failed.append(_Failed.out_of_resources(inst.sop_class_uid, inst.sop_instance_uid, why))
         elif outcome.outcome in ("stored", "unchanged", "replaced"):
             metrics.count_stored(outcome.outcome)
             url = f"{base}/studies/{inst.study_instance_uid}/series/"
